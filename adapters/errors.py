@@ -1,0 +1,65 @@
+"""The error hierarchy. Every error the user can cause has a one-line message that says what was
+wrong and what is allowed; the CLI prints ``str(error)`` and exits with the error's ``exit_code``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SLMError(Exception):
+    """Base of every error this product raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(SLMError):
+    """Bad input from the user (CLI arguments, spec files, names). Exit status 2."""
+
+    exit_code = 2
+
+
+class UnknownNameError(UsageError, KeyError):
+    """A registry lookup with a name that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        super().__init__(unknown_name_message(kind, name, self.known))
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class SpecError(UsageError):
+    """A malformed experiment spec: names the file, the field, the value and what is allowed."""
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None):
+        self.file, self.field = file, field
+        where = ": ".join(p for p in (file, field) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class MissingDependencyError(SLMError):
+    """An optional package is needed and absent; the message carries the install command."""
+
+    def __init__(self, package: str, purpose: str, install: str | None = None):
+        self.package = package
+        cmd = install or f"pip install {package}"
+        super().__init__(f"{purpose} needs the package '{package}', which is not installed: run `{cmd}`")
+
+
+class BackendUnavailableError(SLMError):
+    """The technique or suite cannot run on this machine (e.g. a CUDA-only kernel on a CPU)."""
+
+
+class ModelLoadError(SLMError):
+    """A model source could not be loaded (missing file, no network for a hub id, bad GGUF...)."""
+
+
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown technique 'prune.magnitud'; did you mean 'prune.magnitude'? known: ...``"""
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    listing = ", ".join(known) if len(known) <= 40 else ", ".join(known[:40]) + ", ..."
+    return f"unknown {kind} {name!r}{hint} (known: {listing})"

@@ -1,0 +1,300 @@
+"""The uniform model interface every technique returns and every suite measures.
+
+A :class:`ModelHandle` is a model plus tokenizer on a backend, with the lineage of steps that
+produced it and the thread count and batch size it runs with. Scoring goes through an lm-eval
+``LM`` (:meth:`ModelHandle.lm`), so any lm-eval task runs on any handle and a score here equals
+lm-eval's own on the same checkpoint, batch size and thread count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+HANDLE_FILE = "handle.json"
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    """One technique applied to produce a model.
+
+    Attributes:
+        technique: registry name, e.g. ``prune.wanda``.
+        version: the technique's version (part of the cache key).
+        params: every parameter, defaults included.
+        library_versions: versions of the libraries that did the work.
+    """
+
+    technique: str
+    version: str = "1"
+    params: dict[str, Any] = field(default_factory=dict)
+    library_versions: dict[str, str] = field(default_factory=dict)
+
+
+class TokenEvent(NamedTuple):
+    """One generated token in a stream.
+
+    Attributes:
+        index: 0 for the first generated token.
+        token_id: the token id.
+        text: the token decoded on its own.
+        time_s: ``time.perf_counter()`` seconds since the stream call started, taken when the
+            token left the model (before it reached the consumer).
+    """
+
+    index: int
+    token_id: int
+    text: str
+    time_s: float
+
+
+class LogLikelihood(NamedTuple):
+    """Log-probability of a continuation and whether greedy decoding would produce it."""
+
+    logprob: float
+    is_greedy: bool
+
+
+class ModelHandle:
+    """A loaded model, its tokenizer and how it runs.
+
+    Args:
+        model: the model object (a ``transformers`` ``PreTrainedModel`` for the torch backend).
+        tokenizer: a ``transformers`` tokenizer.
+        source: where the base model came from (e.g. ``builtin:smollm2-135m-instruct``).
+        backend: ``torch`` or the name of another runtime (``onnxruntime``, ...).
+        lineage: the steps applied since the source, oldest first.
+        threads: intra-op threads used when this handle runs (applied by :meth:`activate`).
+        batch_size: batch size for scoring and generation.
+        generation_kwargs: defaults merged into every generation call (set by ``infer.*``).
+        meta: free-form provenance (e.g. the loader a custom architecture needs).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        source: str,
+        backend: str = "torch",
+        lineage: Sequence[LineageStep] = (),
+        threads: int = 1,
+        batch_size: int = 1,
+        generation_kwargs: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        self.backend = backend
+        self.lineage: tuple[LineageStep, ...] = tuple(lineage)
+        self.threads = threads
+        self.batch_size = batch_size
+        self.generation_kwargs: dict[str, Any] = dict(generation_kwargs or {})
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._lm: Any = None
+
+    def __repr__(self) -> str:
+        steps = " -> ".join(s.technique for s in self.lineage) or "base"
+        return f"ModelHandle({self.source}, {steps}, backend={self.backend}, threads={self.threads})"
+
+    # -- derivation ---------------------------------------------------------------------------
+    def derive(self, step: LineageStep, model: Any = None, **changes: Any) -> ModelHandle:
+        """A new handle with ``step`` appended to the lineage; other attributes copied unless given."""
+        kwargs: dict[str, Any] = dict(
+            source=self.source,
+            backend=self.backend,
+            threads=self.threads,
+            batch_size=self.batch_size,
+            generation_kwargs=dict(self.generation_kwargs),
+            meta=dict(self.meta),
+        )
+        kwargs.update(changes)
+        tokenizer = kwargs.pop("tokenizer", self.tokenizer)
+        new_model = self.model if model is None else model
+        return type(self)(new_model, tokenizer, lineage=(*self.lineage, step), **kwargs)
+
+    def activate(self) -> None:
+        """Apply this handle's runtime settings (thread count) to the process."""
+        from adapters.runtime import set_threads
+
+        set_threads(self.threads)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The runtime settings to record with every measurement."""
+        return {
+            "backend": self.backend,
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+            "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
+            "generation_kwargs": self.generation_kwargs,
+        }
+
+    # -- scoring (through lm-eval) -------------------------------------------------------------
+    def lm(self) -> Any:
+        """This handle as an lm-eval ``LM`` (cached). Subclasses for other backends override it."""
+        if self._lm is None:
+            from adapters.lm import HandleHFLM
+
+            self.activate()
+            self._lm = HandleHFLM(self)
+        return self._lm
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLikelihood]:
+        """``log P(continuation | context)`` for each ``(context, continuation)`` pair."""
+        from lm_eval.api.instance import Instance
+
+        insts = [
+            Instance("loglikelihood", doc={}, arguments=(ctx, cont), idx=i) for i, (ctx, cont) in enumerate(requests)
+        ]
+        return [LogLikelihood(float(lp), bool(g)) for lp, g in self.lm().loglikelihood(insts, disable_tqdm=True)]
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        """Total log-likelihood of each whole text, with lm-eval's rolling windows."""
+        from lm_eval.api.instance import Instance
+
+        insts = [Instance("loglikelihood_rolling", doc={}, arguments=(t,), idx=i) for i, t in enumerate(texts)]
+        return [float(x) for x in self.lm().loglikelihood_rolling(insts, disable_tqdm=True)]
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 64, stop: Sequence[str] = (), **kwargs: Any) -> list[str]:
+        """Generated continuations (prompt excluded), with the handle's generation defaults."""
+        from lm_eval.api.instance import Instance
+
+        gen = {**self.generation_kwargs, **kwargs, "until": list(stop), "max_gen_toks": max_new_tokens}
+        insts = [Instance("generate_until", doc={}, arguments=(p, dict(gen)), idx=i) for i, p in enumerate(prompts)]
+        return list(self.lm().generate_until(insts, disable_tqdm=True))
+
+    # -- streaming -----------------------------------------------------------------------------
+    def stream(self, prompt: str | Sequence[int], max_new_tokens: int = 32, **kwargs: Any) -> Iterator[TokenEvent]:
+        """Generate and yield each new token with the time it was produced.
+
+        Generation runs in a worker thread; each token is timestamped inside the generation loop,
+        so consumer speed does not affect the times. ``min_new_tokens`` defaults to
+        ``max_new_tokens`` so latency runs produce a fixed number of tokens.
+        """
+        import torch
+        from transformers.generation.streamers import BaseStreamer
+
+        self.activate()
+        if isinstance(prompt, str):
+            input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
+        else:
+            input_ids = torch.tensor([list(prompt)])
+        events: queue.Queue[Any] = queue.Queue()
+        start = time.perf_counter()
+        tok = self.tokenizer
+
+        class _Streamer(BaseStreamer):
+            def __init__(self) -> None:
+                self.seen_prompt = False
+                self.n = 0
+
+            def put(self, value: Any) -> None:
+                now = time.perf_counter() - start
+                if not self.seen_prompt:  # generate() first hands over the prompt
+                    self.seen_prompt = True
+                    return
+                for tid in value.reshape(-1).tolist():
+                    events.put(TokenEvent(self.n, int(tid), tok.decode([tid]), now))
+                    self.n += 1
+
+            def end(self) -> None:
+                events.put(None)
+
+        gen = {**self.generation_kwargs, **kwargs}
+        gen.setdefault("min_new_tokens", max_new_tokens)
+        gen.setdefault("do_sample", False)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        max_new_tokens=max_new_tokens,
+                        streamer=_Streamer(),
+                        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                        **gen,
+                    )
+            except BaseException as exc:  # re-raised in the consumer's thread
+                errors.append(exc)
+                events.put(None)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        while (event := events.get()) is not None:
+            yield event
+        worker.join()
+        if errors:
+            raise errors[0]
+
+    # -- footprint -----------------------------------------------------------------------------
+    def weight_footprint(self) -> dict[str, int]:
+        """Bytes of stored weights by dtype (tied tensors counted once; quantized tensor
+        subclasses counted by their inner storage). Buffers are included."""
+        from adapters.footprint import weight_footprint
+
+        return weight_footprint(self.model)
+
+    def num_parameters(self) -> int:
+        """Parameters of the model (tied counted once)."""
+        seen, total = set(), 0
+        for p in self.model.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        return total
+
+    # -- persistence ---------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Everything but the weights, as JSON-able data (written as ``handle.json``)."""
+        return {
+            "source": self.source,
+            "backend": self.backend,
+            "lineage": [dataclasses.asdict(s) for s in self.lineage],
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+            "generation_kwargs": self.generation_kwargs,
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write weights as safetensors (never pickle), the tokenizer and ``handle.json``.
+
+        A technique that changes the architecture beyond what ``from_pretrained`` restores sets
+        ``meta["loader"]`` to its registry name and implements ``load_artifact``.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        (path / HANDLE_FILE).write_text(json.dumps(self.describe(), indent=2, sort_keys=True, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> ModelHandle:
+        """Load a handle written by :meth:`save` (``overrides`` replace threads, batch_size...)."""
+        path = Path(path)
+        info = json.loads((path / HANDLE_FILE).read_text())
+        info.update(overrides)
+        lineage = [LineageStep(**s) for s in info.pop("lineage", [])]
+        loader = info.get("meta", {}).get("loader")
+        if loader:
+            from adapters.technique import get_technique
+
+            return get_technique(loader).load_artifact(path, info, lineage)  # type: ignore[attr-defined,no-any-return]
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, lineage=lineage, **info)

@@ -1,0 +1,176 @@
+"""Records and the suite interface. This module imports no torch.
+
+A suite measures one :class:`~adapters.handle.ModelHandle` and returns a :class:`SuiteResult`:
+metrics (each with n, uncertainty, unit, direction and method), per-sample records for paired
+comparisons, and raw measurement samples (e.g. every latency observation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from adapters.registry import Registry
+
+if TYPE_CHECKING:
+    from adapters.handle import ModelHandle
+
+PROFILES = ("quick", "standard", "full")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number with everything needed to trust it.
+
+    Attributes:
+        suite: the suite that produced it (``quality``, ``latency`` ...).
+        task: what was measured (a task name, ``decode@p128b1``, ``load`` ...).
+        name: the metric (``acc``, ``acc_norm``, ``tokens_per_s``, ``peak_rss`` ...).
+        value: the point estimate.
+        stderr: its standard error (None only where no uncertainty can be computed, e.g. n=1).
+        n: number of samples or observations behind it.
+        unit: ``fraction``, ``s``, ``tokens/s``, ``bytes``, ``J``, ``nats`` ...
+        higher_is_better: the direction.
+        method: how it was obtained, e.g. ``lm-eval``, ``measured:perf_counter``,
+            ``measured:rapl``, ``estimated:codecarbon-cpu_load``. Estimates start with ``estimated``.
+        details: extra JSON-able facts (percentiles, CI bounds, subsample seed ...).
+    """
+
+    suite: str
+    task: str
+    name: str
+    value: float
+    stderr: float | None
+    n: int
+    unit: str
+    higher_is_better: bool
+    method: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 0:
+            raise ValueError(f"Metric {self.suite}/{self.task}/{self.name}: n must be a non-negative int, got {self.n!r}")
+        if not self.method:
+            raise ValueError(f"Metric {self.suite}/{self.task}/{self.name}: method is required")
+
+    @property
+    def is_estimate(self) -> bool:
+        return self.method.startswith("estimated")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.suite, self.task, self.name)
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """The outcome of one evaluated item, kept for paired comparisons between paths.
+
+    Attributes:
+        suite, task: as in :class:`Metric`.
+        sample_id: stable id of the item within the task (same across paths).
+        correct: whether the model got it right (None where that does not apply).
+        score: the per-item metric value (e.g. accuracy 0/1, a log-likelihood, a toxicity).
+        loglikelihoods: per-choice log-likelihoods for multiple-choice items.
+        prediction: the model's answer or generation (truncated by the writer if long).
+        target: the reference answer.
+    """
+
+    suite: str
+    task: str
+    sample_id: str
+    correct: bool | None = None
+    score: float | None = None
+    loglikelihoods: tuple[float, ...] = ()
+    prediction: str | None = None
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """One raw observation behind a metric (e.g. one decode-step latency), for re-analysis."""
+
+    suite: str
+    task: str
+    name: str
+    index: int
+    value: float
+    unit: str
+
+
+@dataclass
+class SuiteResult:
+    """What a suite returns: metrics, per-sample records, raw samples and the settings used."""
+
+    metrics: list[Metric] = field(default_factory=list)
+    samples: list[SampleRecord] = field(default_factory=list)
+    raw: list[RawSample] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SuiteContext:
+    """What a suite may use besides the model.
+
+    Attributes:
+        profile: ``quick``, ``standard`` or ``full``.
+        options: the suite's options from the spec (tasks, data_dir, ...).
+        seed: the spec's seed (subsampling, perturbations).
+        workdir: scratch directory for this suite run.
+        hardware: the declared hardware profile as a mapping.
+        data_dir: where local benchmark files live (None: built-in data only).
+        base: the path's base model handle, for suites that report retention (may be None).
+    """
+
+    profile: str = "quick"
+    options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    workdir: Path = field(default_factory=lambda: Path(".slm/work"))
+    hardware: dict[str, Any] = field(default_factory=dict)
+    data_dir: Path | None = None
+    base: ModelHandle | None = None
+
+
+class Suite:
+    """Base class of suites. Subclasses set ``name`` via :func:`suite` and implement :meth:`run`.
+
+    ``options`` lists the option names the suite accepts in a spec (validated at load time).
+    """
+
+    name: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
+        raise NotImplementedError
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+SUITES: Registry[type[Suite]] = Registry("suite", discover=("suites.builtin",))
+
+
+def suite(name: str) -> Callable[[type[Suite]], type[Suite]]:
+    """Class decorator registering a suite."""
+
+    def wrap(cls: type[Suite]) -> type[Suite]:
+        cls.name = name
+        return SUITES.register(name, cls)
+
+    return wrap
+
+
+def mean_stderr(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (sample stdev / sqrt(n)); stderr None when n < 2."""
+    n = len(values)
+    if n == 0:
+        return math.nan, None
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)

@@ -1,0 +1,57 @@
+"""Shared fixtures: the pico random model for fast tests, the embedded SmolLM2 for slow ones, and
+the benchmark data directory (tests that need it skip cleanly where it is absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("SLM_MODEL_CACHE", str(ROOT / ".slm" / "models"))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def data_dir() -> Path | None:
+    """``$SLM_DATA_DIR`` or ``../shared/benchmarks`` next to the repository, if present."""
+    candidate = Path(os.environ.get("SLM_DATA_DIR", ROOT.parent / "shared" / "benchmarks"))
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def benchmarks_dir() -> Path:
+    found = data_dir()
+    if found is None:
+        pytest.skip("benchmark data not found (set SLM_DATA_DIR or place ../shared/benchmarks)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def tiny_handle():
+    """The pico random Llama (seeded), shared by the session: do not mutate it; derive instead."""
+    from adapters.sources import load_source
+
+    return load_source("tiny-llama", threads=1)
+
+
+@pytest.fixture()
+def tiny(tiny_handle):
+    """A fresh deep copy of the pico model that a test may change."""
+    import copy
+
+    from adapters.handle import ModelHandle
+
+    h = tiny_handle
+    return ModelHandle(copy.deepcopy(h.model), h.tokenizer, source=h.source, threads=h.threads, batch_size=h.batch_size)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded SmolLM2-135M-Instruct (slow tests only)."""
+    from adapters.sources import load_source
+
+    return load_source("smollm2-135m-instruct", threads=1)
