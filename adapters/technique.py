@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class Technique:
     inputs: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
     inference_time: ClassVar[bool] = False
+    produces: ClassVar[str] = "model"
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
@@ -114,6 +116,24 @@ class Technique:
             except metadata.PackageNotFoundError:
                 pass
         return out
+
+
+class DataTechnique(Technique):
+    """A data-selection technique (``data.*``): it produces a dataset, not a model.
+
+    ``select(texts, ctx)`` returns the kept texts; a reference model, where the method needs one,
+    is ``ctx.inputs["reference"]`` (the harness passes the path's base model by default). The
+    harness stores the result as ``dataset.jsonl`` and hands it to consumers as
+    ``ctx.inputs["dataset"]``.
+    """
+
+    produces: ClassVar[str] = "dataset"
+
+    def select(self, texts: list[str], ctx: TechniqueContext) -> list[str]:
+        raise NotImplementedError
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+        raise TypeError(f"{self.name} produces a dataset: call select(texts, ctx)")
 
 
 TECHNIQUES: Registry[type[Technique]] = Registry("technique", discover=("adapters.techniques",))
@@ -179,7 +199,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if value not in args:
             raise UsageError(f"{where}: {value!r} is not allowed (allowed: {', '.join(map(repr, args))})")
         return value
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []

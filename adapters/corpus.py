@@ -1,0 +1,127 @@
+"""Offline text for training, calibration and data selection.
+
+The project never downloads data: it generates seeded corpora itself and reads local files.
+
+* :func:`synthetic_corpus`: encyclopedic sentences about a seeded synthetic world (people, towns,
+  trades, rivers), grammatical English with real regularities a model can learn.
+* :func:`instruction_pairs`: seeded (prompt, response) pairs for supervised fine-tuning.
+* :func:`read_texts`: a local ``.txt`` (one document per non-empty line) or ``.jsonl`` (field
+  ``text``, or the first string field) file.
+* :func:`resolve_texts`: what a training technique should train on, given its context.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+_FIRST = ["Ada", "Bram", "Cora", "Dain", "Elin", "Faro", "Greta", "Hugo", "Ines", "Joren", "Kira", "Lio",
+          "Mara", "Nils", "Olga", "Piet", "Rhea", "Sven", "Tova", "Ulla", "Vera", "Wim", "Yara", "Zeno"]
+_LAST = ["Alder", "Brook", "Crane", "Dale", "Ember", "Frost", "Grove", "Heath", "Isle", "Jett", "Knoll", "Lark"]
+_TOWNS = ["Ashford", "Bellmere", "Corrin", "Dunmoor", "Elmstead", "Fernhill", "Glenwick", "Harrow", "Ivybridge",
+          "Juniper", "Kestrel", "Lowmarsh", "Millbrook", "Northwold", "Oakhaven", "Pinecrest"]
+_TRADES = ["baker", "weaver", "potter", "smith", "carpenter", "fisher", "miller", "teacher", "healer", "mason"]
+_GOODS = {"baker": "bread", "weaver": "cloth", "potter": "bowls", "smith": "tools", "carpenter": "chairs",
+          "fisher": "fish", "miller": "flour", "teacher": "lessons", "healer": "remedies", "mason": "walls"}
+_RIVERS = ["Avon", "Brin", "Calder", "Dove", "Esk", "Frome", "Glyde", "Hull"]
+_COLORS = ["red", "blue", "green", "yellow", "white", "black", "grey", "brown"]
+
+
+def _world(rng: random.Random, n_people: int = 60) -> list[dict[str, str]]:
+    people = []
+    for _ in range(n_people):
+        trade = rng.choice(_TRADES)
+        people.append({
+            "name": f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
+            "town": rng.choice(_TOWNS),
+            "trade": trade,
+            "goods": _GOODS[trade],
+            "river": rng.choice(_RIVERS),
+            "color": rng.choice(_COLORS),
+            "age": str(rng.randint(18, 80)),
+        })
+    return people
+
+
+_TEMPLATES = [
+    "{name} lives in {town}, a town on the river {river}.",
+    "{name} works as a {trade} in {town} and is {age} years old.",
+    "Every morning {name}, the {trade} of {town}, makes {goods} for the market.",
+    "The door of {name}'s house in {town} is painted {color}.",
+    "People in {town} buy {goods} from {name}, who has been a {trade} for many years.",
+    "When the river {river} floods, {name} moves the {goods} to higher ground.",
+]
+
+
+def synthetic_corpus(n: int = 1000, seed: int = 0) -> list[str]:
+    """``n`` short documents (2-4 sentences) about a seeded synthetic world."""
+    rng = random.Random(seed)
+    people = _world(rng)
+    docs = []
+    for _ in range(n):
+        person = rng.choice(people)
+        k = rng.randint(2, 4)
+        docs.append(" ".join(t.format(**person) for t in rng.sample(_TEMPLATES, k)))
+    return docs
+
+
+_QUESTIONS = [
+    ("Where does {name} live?", "{name} lives in {town}."),
+    ("What is {name}'s trade?", "{name} is a {trade}."),
+    ("What does {name} make?", "{name} makes {goods}."),
+    ("What color is the door of {name}'s house?", "The door is {color}."),
+    ("Which river flows through {town}?", "The river {river} flows through {town}."),
+]
+
+
+def instruction_pairs(n: int = 500, seed: int = 0) -> list[dict[str, str]]:
+    """``n`` seeded ``{"prompt", "completion"}`` pairs answering questions about the synthetic
+    world, each prompt carrying the context that holds its answer."""
+    rng = random.Random(seed)
+    people = _world(rng)
+    pairs = []
+    for _ in range(n):
+        person = rng.choice(people)
+        context = " ".join(t.format(**person) for t in _TEMPLATES[:4])
+        q, a = rng.choice(_QUESTIONS)
+        pairs.append({"prompt": f"{context}\nQuestion: {q.format(**person)}\nAnswer:", "completion": " " + a.format(**person)})
+    return pairs
+
+
+def read_texts(path: str | Path, limit: int | None = None, min_chars: int = 1) -> list[str]:
+    """Documents from a local ``.txt`` (one per non-empty line) or ``.jsonl`` file."""
+    path = Path(path)
+    out: list[str] = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            if path.suffix == ".jsonl":
+                rec: Any = json.loads(line)
+                text = rec.get("text") if isinstance(rec, dict) else None
+                if text is None and isinstance(rec, dict):
+                    text = next((v for v in rec.values() if isinstance(v, str)), None)
+                line = (text or "").strip()
+            if len(line) >= min_chars:
+                out.append(line)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def resolve_texts(ctx: Any, dataset: str | None = None, n: int = 1000) -> list[str]:
+    """Texts a technique should use: an upstream ``data.*`` node's output (``ctx.inputs["dataset"]``),
+    else the spec's named dataset ``dataset`` (``ctx.datasets``), else the seeded synthetic corpus."""
+    if "dataset" in getattr(ctx, "inputs", {}):
+        return list(ctx.inputs["dataset"])[:n]
+    datasets = getattr(ctx, "datasets", {})
+    if dataset and dataset in datasets:
+        return list(datasets[dataset])[:n]
+    if dataset and dataset not in ("synthetic", "default"):
+        from adapters.errors import UsageError
+
+        raise UsageError(f"unknown dataset {dataset!r} (defined: {', '.join(sorted(datasets)) or 'none'}; or 'synthetic')")
+    return synthetic_corpus(n, seed=getattr(ctx, "seed", 0))
