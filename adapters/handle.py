@@ -240,7 +240,7 @@ class ModelHandle:
     # -- footprint -----------------------------------------------------------------------------
     def weight_footprint(self) -> dict[str, int]:
         """Bytes of stored weights by dtype (tied tensors counted once; quantized tensor
-        subclasses counted by their inner storage). Buffers are included."""
+        subclasses counted by their inner storage), over what ``state_dict`` persists."""
         from adapters.footprint import weight_footprint
 
         return weight_footprint(self.model)
