@@ -38,7 +38,8 @@ class LineageStep:
     library_versions: dict[str, str] = field(default_factory=dict)
 
 
-class TokenEvent(NamedTuple):
+@dataclass(frozen=True)
+class TokenEvent:
     """One generated token in a stream.
 
     Attributes:

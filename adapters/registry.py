@@ -2,12 +2,14 @@
 
 Registering a name twice raises; looking up an unknown name raises :class:`UnknownNameError` with
 close matches. Built-in entries are discovered by importing every module of a package, so a new
-technique or suite is registered the day its module is added.
+technique or suite is registered the day its module is added. Modules named in ``$SLM_PLUGINS``
+(comma-separated) are imported too: that is how users add their own techniques and suites.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -37,6 +39,10 @@ class Registry(Generic[T]):
         self._entries[name] = obj
         return obj
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (for tests that register temporary components)."""
+        self._entries.pop(name, None)
+
     def decorator(self, name: str) -> Callable[[T], T]:
         def wrap(obj: T) -> T:
             return self.register(name, obj)
@@ -52,6 +58,9 @@ class Registry(Generic[T]):
             for info in pkgutil.iter_modules(pkg.__path__):
                 if not info.name.startswith("_"):
                     importlib.import_module(f"{package}.{info.name}")
+        # User plugins: modules that register their own techniques or suites when imported.
+        for module in filter(None, os.environ.get("SLM_PLUGINS", "").split(",")):
+            importlib.import_module(module.strip())
 
     def get(self, name: str) -> T:
         self._load()

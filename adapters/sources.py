@@ -159,8 +159,9 @@ def smollm2_checkpoint_dir() -> Path:
 
         gguf = smollm2_gguf_path()
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
+        quantizer: Any = getattr(model, "hf_quantizer", None)
+        if quantizer is not None:  # saved weights are plain fp32 after dequantization
+            quantizer.remove_quantization_config(model)
         model.config.eos_token_id = model.generation_config.eos_token_id = 2
         model.config.pad_token_id = model.generation_config.pad_token_id = 2
         model.config.bos_token_id = model.generation_config.bos_token_id = 1

@@ -1,0 +1,76 @@
+"""The artifact cache: ``<workspace>/artifacts/<node hash>/``, written atomically.
+
+An artifact directory is built under a temporary name and renamed into place, so a crash never
+leaves a half-written artifact that looks complete. ``node.json`` in it records what the node is and
+what it cost to compute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+NODE_FILE = "node.json"
+TMP_PREFIX = ".tmp-"
+
+
+class ArtifactCache:
+    """Content-addressed artifacts of computed nodes."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, node_hash: str) -> Path:
+        return self.root / node_hash
+
+    def has(self, node_hash: str) -> bool:
+        return (self.path(node_hash) / NODE_FILE).is_file()
+
+    def meta(self, node_hash: str) -> dict[str, Any]:
+        return dict(json.loads((self.path(node_hash) / NODE_FILE).read_text()))
+
+    def write(self, node_hash: str, build: Callable[[Path], None], meta: dict[str, Any]) -> Path:
+        """Run ``build(tmpdir)``, add ``node.json`` and rename the directory into place."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.path(node_hash)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{node_hash}-", dir=self.root))
+        try:
+            build(tmp)
+            (tmp / NODE_FILE).write_text(json.dumps({**meta, "created": time.time()}, indent=2, default=str))
+            if target.exists():  # computed concurrently by another run: keep the first
+                return target
+            os.rename(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every complete artifact with its node metadata and size on disk."""
+        out: list[dict[str, Any]] = []
+        if not self.root.is_dir():
+            return out
+        for d in sorted(self.root.iterdir()):
+            if d.name.startswith(TMP_PREFIX) or not (d / NODE_FILE).is_file():
+                continue
+            size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            out.append({**json.loads((d / NODE_FILE).read_text()), "hash": d.name, "bytes": size})
+        return out
+
+    def prune(self, keep: set[str] | None = None, everything: bool = False) -> list[str]:
+        """Remove temporary leftovers, and artifacts not in ``keep`` (all of them with ``everything``)."""
+        removed: list[str] = []
+        if not self.root.is_dir():
+            return removed
+        for d in sorted(self.root.iterdir()):
+            stray = d.name.startswith(TMP_PREFIX) or not (d / NODE_FILE).is_file()
+            if stray or everything or (keep is not None and d.name not in keep):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+        return removed

@@ -1,0 +1,153 @@
+"""``slm run``, ``slm plan``, ``slm cache`` and ``slm env``: the harness's commands."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from harness.workspace import resolve_workspace
+
+DEFAULT_SPEC = "default.yaml"
+
+WorkspaceOpt = Annotated[str | None, typer.Option("--workspace", "-w", help="workspace directory (default .slm or $SLM_HOME)")]
+
+
+def default_spec_path() -> Path:
+    return Path(str(resources.files("harness") / "specs" / DEFAULT_SPEC))
+
+
+def _load(spec: str | None) -> Any:
+    from harness.spec import load_spec
+
+    return load_spec(spec or default_spec_path())
+
+
+def run_cmd(
+    spec: Annotated[str | None, typer.Argument(help="experiment spec (YAML); default: the built-in experiment")] = None,
+    workspace: WorkspaceOpt = None,
+    executor: Annotated[str, typer.Option(help="inprocess | subprocess")] = "inprocess",
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="local benchmark data (or $SLM_DATA_DIR)")] = None,
+    leaderboard: Annotated[bool, typer.Option(help="build the static leaderboard after the run")] = True,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Run an experiment: compute every path's nodes, run the suites, store the results, build the site."""
+    import os
+
+    from harness.runner import Runner
+
+    ws = resolve_workspace(workspace)
+    parsed = _load(spec)
+    summary = Runner(parsed, ws, executor=executor, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"),
+                     progress=progress).run()
+    typer.echo(
+        f"run {summary.run_id} ({parsed.name}): {summary.status} in {summary.wall_time_s:.1f}s; "
+        f"technique steps executed {summary.steps_executed}, cached {summary.steps_cached}, failed {summary.steps_failed}; "
+        f"suite runs executed {summary.suite_runs_executed}, already done {summary.suite_runs_skipped}, "
+        f"failed {summary.suite_runs_failed}"
+    )
+    for failure in summary.failures:
+        typer.echo(f"  failed: {failure.splitlines()[0][:300]}")
+    typer.echo(f"results: {summary.db_path}")
+    if leaderboard:
+        site = _build_site(summary.db_path, ws / "site")
+        if site:
+            typer.echo(f"leaderboard: {site / 'index.html'}")
+
+
+def _build_site(db: Path, out: Path) -> Path | None:
+    try:
+        from leaderboard.build import build_site
+    except ModuleNotFoundError:
+        typer.echo("leaderboard: not built (the leaderboard package is not installed)")
+        return None
+    build_site(db, out)
+    return out
+
+
+def plan_cmd(
+    spec: Annotated[str | None, typer.Argument(help="experiment spec (YAML); default: the built-in experiment")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Print the DAG, which nodes are cached, and how much work a run would do, without running."""
+    from harness.cache import ArtifactCache
+    from harness.plan import make_plan
+
+    ws = resolve_workspace(workspace)
+    plan = make_plan(_load(spec))
+    cache = ArtifactCache(ws / "artifacts")
+    done = _completed_runs(ws / "results.duckdb")
+    typer.echo(f"experiment {plan.spec.name}: {len(plan.paths)} paths, {len(plan.nodes)} nodes")
+    for node in plan.nodes.values():
+        state = "source" if node.kind == "source" else ("cached" if cache.has(node.hash) or node.technique is None else "todo")
+        inputs = ", ".join(f"{role}={h[:8]}" for role, h in node.inputs.items())
+        typer.echo(f"  {node.hash[:12]} [{state:6s}] {node.kind:7s} {node.label}" + (f"  <- {inputs}" if inputs else ""))
+    steps = sum(1 for n in plan.technique_nodes() if not cache.has(n.hash))
+    runs = sum(1 for r in plan.suite_runs if r.run_key not in done)
+    typer.echo("paths:")
+    for p in plan.paths:
+        typer.echo(f"  {p.path_id[:12]} [{p.hardware.name}] {p.name}")
+    typer.echo(f"would execute {steps} technique steps and {runs} suite runs "
+               f"({len(plan.technique_nodes()) - steps} steps cached, {len(plan.suite_runs) - runs} suite runs done)")
+
+
+def _completed_runs(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    from results.store import ResultStore
+
+    store = ResultStore(db)
+    try:
+        return set(store.completed_suite_runs())
+    finally:
+        store.close()
+
+
+cache_app = typer.Typer(help="The artifact cache (<workspace>/artifacts).", no_args_is_help=True)
+
+
+@cache_app.command("ls")
+def cache_ls(workspace: WorkspaceOpt = None) -> None:
+    """List cached artifacts: hash, kind, technique, size, compute time."""
+    from harness.cache import ArtifactCache
+
+    entries = ArtifactCache(resolve_workspace(workspace) / "artifacts").entries()
+    for e in entries:
+        cost = e.get("cost") or {}
+        typer.echo(f"{e['hash']}  {e.get('kind', '?'):7s} {e.get('label', ''):50.50s} "
+                   f"{e['bytes'] / 1e6:9.1f} MB  {cost.get('wall_time_s', 0):7.1f} s")
+    typer.echo(f"{len(entries)} artifacts, {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    workspace: WorkspaceOpt = None,
+    keep_spec: Annotated[str | None, typer.Option("--keep-spec", help="keep only the nodes of this spec")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="remove every artifact")] = False,
+) -> None:
+    """Remove temporary leftovers; with --keep-spec, artifacts that spec does not use; with --all, everything."""
+    from harness.cache import ArtifactCache
+    from harness.plan import make_plan
+
+    keep = set(make_plan(_load(keep_spec)).nodes) if keep_spec else None
+    removed = ArtifactCache(resolve_workspace(workspace) / "artifacts").prune(keep=keep, everything=all_)
+    typer.echo(f"removed {len(removed)} entries")
+
+
+def env_cmd() -> None:
+    """Show the detected environment that is recorded with every run."""
+    import json
+
+    from harness.hardware import BUILTIN_PROFILES, detect_environment
+
+    typer.echo(json.dumps(detect_environment(), indent=2))
+    typer.echo("hardware profiles: " + ", ".join(BUILTIN_PROFILES))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)
+    app.command("plan")(plan_cmd)
+    app.command("env")(env_cmd)
+    app.add_typer(cache_app, name="cache")

@@ -1,0 +1,183 @@
+"""Executors: where a node is computed and a suite is run.
+
+* ``inprocess`` (default): everything in this process; handles stay in memory between steps.
+* ``subprocess``: each node and each suite run in a fresh Python process (``python -m harness.worker``),
+  so an out-of-memory kill takes down one node, not the run. Results come back as JSON; only the
+  parent writes to the database.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.cache import ArtifactCache
+from harness.cost import StepCost
+from harness.hardware import HardwareProfile
+from harness.materialize import Materializer
+from harness.plan import Node, Plan, SuiteRun
+
+EXECUTORS = ("inprocess", "subprocess")
+
+
+@dataclass
+class Outcome:
+    """What executing a node or a suite run gave: status, cost or result, and the error if any."""
+
+    status: str
+    cost: StepCost = field(default_factory=StepCost)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    traceback: str | None = None
+    wall_time_s: float = 0.0
+
+
+def with_runtime(handle: Any, hw: HardwareProfile) -> Any:
+    """A shallow copy of ``handle`` that runs with the profile's threads and batch size."""
+    if handle.threads == hw.threads and handle.batch_size == hw.batch_size:
+        return handle
+    other = copy.copy(handle)
+    other.threads, other.batch_size, other._lm = hw.threads, hw.batch_size, None
+    return other
+
+
+def run_suite_on(mat: Materializer, run: SuiteRun, base_hash: str | None, workdir: Path, seed: int,
+                 data_dir: str | None) -> dict[str, Any]:
+    """Run one suite on one node; returns the JSON-able result (metrics, samples, raw, settings)."""
+    from suites.base import SUITES, SuiteContext
+
+    cls = SUITES.get(run.suite.name)
+    handle = with_runtime(mat.handle(run.node), run.hardware)
+    handle.activate()
+    base = None
+    if getattr(cls, "needs_base", False) and base_hash and base_hash != run.node:
+        base = with_runtime(mat.handle(base_hash), run.hardware)
+    options = dict(run.suite.options)
+    artifact = mat.cache.path(run.node)
+    if artifact.is_dir():
+        options.setdefault("artifact_dir", str(artifact))
+    data = options.get("data_dir") or data_dir
+    ctx = SuiteContext(profile=run.suite.profile, options=options, seed=seed, workdir=workdir,
+                       hardware=run.hardware.as_dict(), data_dir=Path(str(data)) if data else None, base=base)
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = cls().run(handle, ctx)
+    settings = {**handle.settings, **result.settings}
+    return {
+        "metrics": [dataclasses.asdict(m) for m in result.metrics],
+        "samples": [dataclasses.asdict(s) for s in result.samples],
+        "raw": [dataclasses.asdict(r) for r in result.raw],
+        "settings": settings,
+    }
+
+
+class InProcessExecutor:
+    """Runs nodes and suites in this process."""
+
+    name = "inprocess"
+
+    def __init__(self, plan: Plan, workspace: Path, data_dir: str | None = None):
+        self.plan, self.workspace, self.data_dir = plan, workspace, data_dir
+        hw = plan.paths[0].hardware if plan.paths else HardwareProfile("cpu-1t")
+        self.mat = Materializer(plan.nodes, ArtifactCache(workspace / "artifacts"), hw, seed=plan.spec.seed,
+                                datasets=plan.spec.datasets, max_steps=plan.spec.max_steps,
+                                workdir=workspace / "work")
+
+    def compute_node(self, h: str) -> Outcome:
+        start = time.perf_counter()
+        try:
+            cost = self.mat.compute(h)
+            return Outcome("ok", cost=cost, wall_time_s=time.perf_counter() - start)
+        except Exception as exc:
+            return _failure(exc, start)
+
+    def run_suite(self, run: SuiteRun, base_hash: str | None) -> Outcome:
+        start = time.perf_counter()
+        try:
+            workdir = self.workspace / "work" / f"suite-{run.run_key}"
+            result = run_suite_on(self.mat, run, base_hash, workdir, self.plan.spec.seed, self.data_dir)
+            return Outcome("ok", result=result, wall_time_s=time.perf_counter() - start)
+        except Exception as exc:
+            return _failure(exc, start)
+
+
+def _failure(exc: BaseException, start: float) -> Outcome:
+    return Outcome("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                   wall_time_s=time.perf_counter() - start)
+
+
+class SubprocessExecutor:
+    """Runs each node and each suite run in a fresh ``python -m harness.worker`` process."""
+
+    name = "subprocess"
+
+    def __init__(self, plan: Plan, workspace: Path, data_dir: str | None = None):
+        self.plan, self.workspace, self.data_dir = plan, workspace, data_dir
+        self.hw = plan.paths[0].hardware if plan.paths else HardwareProfile("cpu-1t")
+
+    def _task(self, op: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "op": op,
+            "workspace": str(self.workspace),
+            "nodes": {h: dataclasses.asdict(n) for h, n in self.plan.nodes.items()},
+            "datasets": {k: dataclasses.asdict(v) for k, v in self.plan.spec.datasets.items()},
+            "hardware": self.hw.as_dict(),
+            "seed": self.plan.spec.seed,
+            "max_steps": self.plan.spec.max_steps,
+            "data_dir": self.data_dir,
+            **extra,
+        }
+
+    def _call(self, task: dict[str, Any]) -> Outcome:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="slm-worker-") as tmp:
+            task_file, out_file = Path(tmp) / "task.json", Path(tmp) / "out.json"
+            task_file.write_text(json.dumps(task, default=str))
+            proc = subprocess.run([sys.executable, "-m", "harness.worker", str(task_file), str(out_file)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0 or not out_file.exists():
+                return Outcome("failed", error=_exit_reason(proc.returncode), traceback=proc.stderr[-8000:],
+                               wall_time_s=time.perf_counter() - start)
+            out = json.loads(out_file.read_text())
+        return Outcome(out["status"], cost=StepCost(**out.get("cost", {})), result=out.get("result"),
+                       error=out.get("error"), traceback=out.get("traceback"),
+                       wall_time_s=time.perf_counter() - start)
+
+    def compute_node(self, h: str) -> Outcome:
+        return self._call(self._task("node", hash=h))
+
+    def run_suite(self, run: SuiteRun, base_hash: str | None) -> Outcome:
+        suite = {"run_key": run.run_key, "node": run.node, "suite": dataclasses.asdict(run.suite),
+                 "hardware": run.hardware.as_dict(), "path_ids": list(run.path_ids)}
+        return self._call(self._task("suite", run=suite, base_hash=base_hash))
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        hint = " (likely out of memory)" if -code == signal.SIGKILL else ""
+        return f"worker process killed by {name}{hint}"
+    return f"worker process exited with status {code}"
+
+
+def make_executor(name: str, plan: Plan, workspace: Path, data_dir: str | None = None) -> Any:
+    from adapters.errors import UsageError
+
+    if name == "inprocess":
+        return InProcessExecutor(plan, workspace, data_dir)
+    if name == "subprocess":
+        return SubprocessExecutor(plan, workspace, data_dir)
+    raise UsageError(f"--executor: {name!r} is not allowed (allowed: {', '.join(EXECUTORS)})")
+
+
+def node_from_dict(d: dict[str, Any]) -> Node:
+    return Node(**d)

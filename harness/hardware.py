@@ -1,0 +1,156 @@
+"""Hardware profiles (the declared target) and the detected environment recorded with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapters.errors import UsageError
+
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """A declared target: where and how models run when measured.
+
+    Attributes:
+        name: profile name (``cpu-1t``, ``cpu-2t``, ``cuda`` or user-defined).
+        device: ``cpu`` or ``cuda``.
+        threads: torch intra-op threads.
+        dtype: compute dtype for models loaded by the harness.
+        batch_size: default batch size for scoring.
+        memory_cap_gb: memory the target has (None: no cap declared).
+    """
+
+    name: str
+    device: str = "cpu"
+    threads: int = 1
+    dtype: str = "float32"
+    batch_size: int = 1
+    memory_cap_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UsageError(f"hardware {self.name}: device {self.device!r} is not allowed (allowed: {', '.join(DEVICES)})")
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise UsageError(f"hardware {self.name}: threads must be an integer >= 1, got {self.threads!r}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"hardware {self.name}: dtype {self.dtype!r} is not allowed (allowed: {', '.join(DTYPES)})")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UsageError(f"hardware {self.name}: batch_size must be an integer >= 1, got {self.batch_size!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+BUILTIN_PROFILES = {
+    "cpu-1t": HardwareProfile("cpu-1t", "cpu", 1),
+    "cpu-2t": HardwareProfile("cpu-2t", "cpu", 2),
+    "cuda": HardwareProfile("cuda", "cuda", 1),
+}
+
+_FIELDS = {f.name for f in dataclasses.fields(HardwareProfile)}
+
+
+def resolve_profile(value: Any, relative_to: str | None = None) -> HardwareProfile:
+    """A builtin name, a mapping of fields, or a path to a YAML file holding one."""
+    if isinstance(value, HardwareProfile):
+        return value
+    if isinstance(value, str) and value in BUILTIN_PROFILES:
+        profile = BUILTIN_PROFILES[value]
+        if profile.device == "cuda" and not cuda_available():
+            raise UsageError("hardware profile 'cuda' needs a CUDA GPU, and this machine has none (use cpu-1t or cpu-2t)")
+        return profile
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        path = Path(value)
+        if not path.is_absolute() and relative_to:
+            path = Path(relative_to).parent / path
+        if not path.is_file():
+            raise UsageError(f"hardware profile file not found: {path}")
+        value = yaml.safe_load(path.read_text()) or {}
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - _FIELDS)
+        if unknown:
+            raise UsageError(f"unknown hardware field {unknown[0]!r} (allowed: {', '.join(sorted(_FIELDS))})")
+        if "name" not in value:
+            raise UsageError("a user-defined hardware profile needs a `name:`")
+        return HardwareProfile(**value)
+    raise UsageError(f"unknown hardware profile {value!r} (builtin: {', '.join(BUILTIN_PROFILES)}; or a mapping or YAML file)")
+
+
+def cuda_available() -> bool:
+    """True when a CUDA device is usable (imports torch only if it is already imported or installed)."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(directory: Path | None = None) -> str | None:
+    """The project's git commit (with ``-dirty`` when the tree has changes), or None."""
+    directory = directory or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+LIBRARIES = ("torch", "transformers", "lm-eval", "peft", "trl", "accelerate", "duckdb", "codecarbon", "onnxruntime",
+             "optimum-quanto", "torchao", "llmcompressor", "compressed-tensors", "numpy", "tokenizers")
+
+
+def detect_environment() -> dict[str, Any]:
+    """What this machine is: CPU, cores, RAM, GPU, OS, Python, library versions, git commit, RAPL."""
+    import psutil
+
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    gpu = None
+    if cuda_available():
+        import torch
+
+        gpu = torch.cuda.get_device_name(0)
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_cores_logical": os.cpu_count(),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "ram_bytes": psutil.virtual_memory().total,
+        "gpu": gpu,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "libraries": versions,
+        "git_commit": git_commit(),
+        "rapl": Path("/sys/class/powercap/intel-rapl").exists(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }

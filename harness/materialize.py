@@ -1,0 +1,153 @@
+"""Turning plan nodes into handles and datasets: load from the source or the artifact cache, or
+compute (apply the technique) and store. Shared by the in-process and subprocess executors."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from adapters.corpus import read_texts, synthetic_corpus
+from adapters.errors import SLMError
+from adapters.handle import LineageStep
+from adapters.technique import DataTechnique, TechniqueContext, build_params, get_technique
+from harness.cache import ArtifactCache
+from harness.cost import CostMeter, StepCost
+from harness.hardware import HardwareProfile
+from harness.plan import Node
+
+DATASET_FILE = "dataset.jsonl"
+
+
+class Materializer:
+    """Resolves node hashes to handles (models) or text lists (datasets).
+
+    Keeps the ``keep`` most recently used handles in memory, so siblings that share a parent load
+    it once.
+    """
+
+    def __init__(self, nodes: dict[str, Node], cache: ArtifactCache, hardware: HardwareProfile,
+                 seed: int = 0, datasets: dict[str, Any] | None = None, max_steps: int | None = None,
+                 workdir: Path | None = None, keep: int = 2):
+        self.nodes = nodes
+        self.cache = cache
+        self.hardware = hardware
+        self.seed = seed
+        self.dataset_specs = datasets or {}
+        self.max_steps = max_steps
+        self.workdir = workdir or cache.root.parent / "work"
+        self.keep = keep
+        self._handles: OrderedDict[str, Any] = OrderedDict()
+        self._texts: dict[str, list[str]] = {}
+
+    # -- models -------------------------------------------------------------------------------
+    def handle(self, h: str) -> Any:
+        """The handle of node ``h`` (loaded, never computed: compute it first)."""
+        if h in self._handles:
+            self._handles.move_to_end(h)
+            return self._handles[h]
+        node = self.nodes[h]
+        if node.kind == "source":
+            from adapters.sources import load_source
+
+            handle = load_source(node.source, threads=self.hardware.threads, batch_size=self.hardware.batch_size,
+                                 seed=self.seed)
+        elif self.cache.meta(h).get("reapply"):
+            handle = self._apply(node)  # inference-time technique: cheap, weights shared with the parent
+        else:
+            from adapters.handle import ModelHandle
+
+            handle = ModelHandle.load(self.cache.path(h), threads=self.hardware.threads,
+                                      batch_size=self.hardware.batch_size)
+            handle.activate()
+        return self._remember(h, handle)
+
+    def _remember(self, h: str, handle: Any) -> Any:
+        self._handles[h] = handle
+        while len(self._handles) > self.keep:
+            self._handles.popitem(last=False)
+        return handle
+
+    def drop(self) -> None:
+        self._handles.clear()
+
+    # -- datasets -----------------------------------------------------------------------------
+    def texts(self, h: str) -> list[str]:
+        if h in self._texts:
+            return self._texts[h]
+        node = self.nodes[h]
+        if node.technique is None:
+            raw = node.params
+            texts = read_texts(raw["path"], limit=raw["n"]) if raw.get("path") else synthetic_corpus(raw["n"], raw["seed"])
+        else:
+            lines = (self.cache.path(h) / DATASET_FILE).read_text(encoding="utf-8").splitlines()
+            texts = [json.loads(line)["text"] for line in lines]
+        self._texts[h] = texts
+        return texts
+
+    def named_datasets(self) -> dict[str, list[str]]:
+        """Plain datasets of the spec by name (builtin or file), for ``ctx.datasets``."""
+        out = {}
+        for name, ds in self.dataset_specs.items():
+            if ds.steps or ds.source:
+                continue
+            out[name] = read_texts(ds.path, limit=ds.n) if ds.path else synthetic_corpus(ds.n, self.seed)
+        return out
+
+    # -- computing ----------------------------------------------------------------------------
+    def context(self, node: Node) -> TechniqueContext:
+        inputs: dict[str, Any] = {}
+        for role, h in node.inputs.items():
+            if role in ("model", "texts"):
+                continue
+            inputs[role] = self.texts(h) if self.nodes[h].kind == "dataset" else self.handle(h)
+        workdir = self.workdir / node.hash
+        workdir.mkdir(parents=True, exist_ok=True)
+        return TechniqueContext(seed=self.seed, workdir=workdir, hardware=self.hardware.as_dict(), inputs=inputs,
+                                datasets=self.named_datasets(), max_steps=self.max_steps)
+
+    def _apply(self, node: Node) -> Any:
+        cls = get_technique(str(node.technique))
+        technique = cls(build_params(cls, node.params))
+        ctx = self.context(node)
+        if isinstance(technique, DataTechnique):
+            return technique.select(self.texts(node.inputs["texts"]), ctx)
+        parent = self.handle(node.inputs["model"])
+        out = technique.apply(parent, ctx)
+        if not out.lineage or out.lineage[-1].technique != cls.name:
+            out = out.derive(LineageStep(cls.name, cls.version, dict(node.params), cls.library_versions()))
+        return out
+
+    def compute(self, h: str) -> StepCost:
+        """Apply node ``h``'s technique to its (already available) inputs and store the artifact."""
+        node = self.nodes[h]
+        if node.kind == "source" or (node.kind == "dataset" and node.technique is None):
+            return StepCost()
+        cls = get_technique(str(node.technique))
+        with CostMeter(self.workdir) as meter:
+            result = self._apply(node)
+        meta = {"hash": h, "kind": node.kind, "technique": node.technique, "version": node.version,
+                "params": node.params, "inputs": node.inputs, "label": node.label,
+                "library_versions": cls.library_versions(), "cost": meter.cost.__dict__,
+                "reapply": bool(cls.inference_time)}
+        if node.kind == "dataset":
+            def build(tmp: Path) -> None:
+                (tmp / DATASET_FILE).write_text("".join(json.dumps({"text": t}) + "\n" for t in result))
+            self._texts[h] = list(result)
+        else:
+            meta["footprint"] = _safe_footprint(result)
+
+            def build(tmp: Path) -> None:
+                if not cls.inference_time:
+                    result.save(tmp)
+            self._remember(h, result)
+        self.cache.write(h, build, meta)
+        return meter.cost
+
+
+def _safe_footprint(handle: Any) -> dict[str, int] | None:
+    try:
+        return dict(handle.weight_footprint())
+    except (SLMError, RuntimeError, AttributeError, NotImplementedError):
+        return None

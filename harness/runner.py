@@ -1,0 +1,214 @@
+"""The runner: a spec's plan executed in dependency order, then its suites, every result stored.
+
+Reads like a script of named stages (:meth:`Runner.run`): plan, open the store, compute the nodes,
+record the paths, run the suites, close. A failing node marks its descendants failed with the cause
+and every other path goes on; finished nodes (artifact cache) and finished suite runs (database)
+are skipped when a spec is run again, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.cache import ArtifactCache
+from harness.executors import Outcome, make_executor
+from harness.hardware import detect_environment
+from harness.plan import Node, Plan, PlannedPath, SuiteRun, make_plan
+from harness.progress import RunProgress
+from harness.spec import ExperimentSpec
+
+
+@dataclass
+class RunSummary:
+    """Counts of what a run did, and where its results are."""
+
+    run_id: str
+    workspace: Path
+    db_path: Path
+    steps_executed: int = 0
+    steps_cached: int = 0
+    steps_failed: int = 0
+    suite_runs_executed: int = 0
+    suite_runs_skipped: int = 0
+    suite_runs_failed: int = 0
+    wall_time_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "ok" if not (self.steps_failed or self.suite_runs_failed) else "partial"
+
+
+class Runner:
+    """Executes one spec into one workspace."""
+
+    def __init__(self, spec: ExperimentSpec, workspace: Path, executor: str = "inprocess",
+                 data_dir: str | None = None, progress: bool = True):
+        self.spec = spec
+        self.workspace = Path(workspace)
+        self.executor_name = executor
+        self.data_dir = data_dir
+        self.progress = RunProgress(enabled=progress)
+
+    def run(self) -> RunSummary:
+        start = time.perf_counter()
+        plan = make_plan(self.spec)
+        store = self._open_store()
+        summary = RunSummary(uuid.uuid4().hex[:12], self.workspace, self.workspace / "results.duckdb")
+        self._start(store, summary)
+        executor = make_executor(self.executor_name, plan, self.workspace, self.data_dir)
+        try:
+            with self.progress:
+                failed = self._compute_nodes(plan, executor, store, summary)
+                self._record_paths(plan, store, summary)
+                self._run_suites(plan, executor, store, summary, failed)
+        except BaseException:
+            store.finish_run(summary.run_id, "interrupted")
+            raise
+        summary.wall_time_s = time.perf_counter() - start
+        store.finish_run(summary.run_id, summary.status)
+        store.close()
+        return summary
+
+    # -- stages -------------------------------------------------------------------------------
+    def _open_store(self) -> Any:
+        from results.store import ResultStore
+
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        return ResultStore(self.workspace / "results.duckdb")
+
+    def _start(self, store: Any, summary: RunSummary) -> None:
+        env = detect_environment()
+        hardware = {"profiles": list(self.spec.hardware)}
+        store.start_run(run_id=summary.run_id, spec_name=self.spec.name, spec=self.spec.raw, spec_text=self.spec.text,
+                        environment=env, hardware=hardware, git_commit=env.get("git_commit"))
+
+    def _compute_nodes(self, plan: Plan, executor: Any, store: Any, summary: RunSummary) -> dict[str, str]:
+        """Every node in dependency order; returns failed node hash -> cause."""
+        cache = ArtifactCache(self.workspace / "artifacts")
+        failed: dict[str, str] = {}
+        todo = [n for n in plan.nodes.values() if n.technique is not None and not cache.has(n.hash)]
+        self.progress.start_steps(len(todo))
+        for node in plan.nodes.values():
+            bad_input = next((h for h in node.inputs.values() if h in failed), None)
+            if bad_input:
+                failed[node.hash] = f"input {plan.nodes[bad_input].label} ({bad_input}) failed"
+                store.record_node(summary.run_id, _node_record(node, Outcome("skipped", error=failed[node.hash])))
+                summary.steps_failed += 1
+                self.progress.step_done(node.label, ok=False)
+                continue
+            if node.technique is None or cache.has(node.hash):
+                status = "cached" if node.technique is not None else "ok"
+                summary.steps_cached += node.technique is not None
+                store.record_node(summary.run_id, _node_record(node, Outcome(status), _cached_meta(cache, node)))
+                continue
+            self.progress.step_begin(node.label)
+            outcome = executor.compute_node(node.hash)
+            meta = _cached_meta(cache, node) if outcome.status == "ok" else {}
+            store.record_node(summary.run_id, _node_record(node, outcome, meta))
+            if outcome.status == "ok":
+                summary.steps_executed += 1
+            else:
+                failed[node.hash] = outcome.error or "failed"
+                summary.steps_failed += 1
+                summary.failures.append(f"{node.label}: {outcome.error}")
+            self.progress.step_done(node.label, ok=outcome.status == "ok")
+        return failed
+
+    def _record_paths(self, plan: Plan, store: Any, summary: RunSummary) -> None:
+        for p in plan.paths:
+            store.record_path(summary.run_id, _path_record(p))
+
+    def _run_suites(self, plan: Plan, executor: Any, store: Any, summary: RunSummary, failed: dict[str, str]) -> None:
+        done = store.completed_suite_runs()
+        todo = [r for r in plan.suite_runs if r.run_key not in done and r.node not in failed]
+        summary.suite_runs_skipped = len(plan.suite_runs) - len(todo)
+        base_of = {p.leaf: p.chain[0] for p in plan.paths}
+        base_of.update({h: p.chain[0] for p in plan.paths for h in p.chain})
+        self.progress.start_suites(len(todo))
+        for run in _grouped_by_node(todo):
+            label = f"{run.suite.name} on {plan.nodes[run.node].label} [{run.hardware.name}]"
+            self.progress.suite_begin(label)
+            outcome = executor.run_suite(run, base_of.get(run.node))
+            store.record_suite_run(summary.run_id, _suite_record(run, outcome))
+            if outcome.status == "ok":
+                summary.suite_runs_executed += 1
+            else:
+                summary.suite_runs_failed += 1
+                summary.failures.append(f"{label}: {outcome.error}")
+            self.progress.suite_done(label, ok=outcome.status == "ok")
+
+
+def _grouped_by_node(runs: list[SuiteRun]) -> list[SuiteRun]:
+    """Suite runs ordered so that runs on the same node are adjacent (one model load serves them)."""
+    order: dict[str, int] = {}
+    for r in runs:
+        order.setdefault(r.node, len(order))
+    return sorted(runs, key=lambda r: order[r.node])
+
+
+def _cached_meta(cache: ArtifactCache, node: Node) -> dict[str, Any]:
+    return cache.meta(node.hash) if node.technique is not None and cache.has(node.hash) else {}
+
+
+def _node_record(node: Node, outcome: Outcome, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta = meta or {}
+    cost = meta.get("cost") or outcome.cost.__dict__
+    return {
+        "node_hash": node.hash,
+        "kind": node.kind,
+        "technique": node.technique,
+        "technique_version": node.version,
+        "params": node.params,
+        "inputs": node.inputs,
+        "source": node.label if node.kind == "source" else None,
+        "status": outcome.status,
+        "error": outcome.error,
+        "traceback": outcome.traceback,
+        "wall_time_s": cost.get("wall_time_s"),
+        "peak_rss_bytes": cost.get("peak_rss_bytes"),
+        "energy_j": cost.get("energy_j"),
+        "energy_method": cost.get("energy_method"),
+        "library_versions": meta.get("library_versions", {}),
+        "footprint": meta.get("footprint"),
+    }
+
+
+def _path_record(p: PlannedPath) -> dict[str, Any]:
+    return {
+        "path_id": p.path_id,
+        "name": p.name,
+        "base": p.base_source,
+        "hardware_profile": p.hardware.name,
+        "leaf_hash": p.leaf,
+        "chain": list(p.chain),
+        "steps": [{"technique": s["technique"], "params": s["params"]} for s in p.steps],
+        "spec_snippet": p.spec_snippet,
+    }
+
+
+def _suite_record(run: SuiteRun, outcome: Outcome) -> dict[str, Any]:
+    result = outcome.result or {}
+    return {
+        "run_key": run.run_key,
+        "node_hash": run.node,
+        "suite": run.suite.name,
+        "profile": run.suite.profile,
+        "hardware_profile": run.hardware.name,
+        "settings": {**result.get("settings", {}), "options": run.suite.options, "hardware": run.hardware.as_dict()},
+        "status": outcome.status,
+        "error": outcome.error,
+        "traceback": outcome.traceback,
+        "wall_time_s": outcome.wall_time_s,
+        "metrics": result.get("metrics", []),
+        "samples": result.get("samples", []),
+        "raw": result.get("raw", []),
+    }
+
+
+def plan_only(spec: ExperimentSpec) -> Plan:
+    return make_plan(spec)

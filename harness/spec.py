@@ -1,0 +1,316 @@
+"""Experiment specs: YAML -> a validated :class:`ExperimentSpec` with every path expanded.
+
+Errors are :class:`~adapters.errors.SpecError`: one line with the file, the field (or line) and
+what is allowed. The form is documented in README.md ("Experiment specs").
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapters.errors import SpecError, UsageError
+from suites.base import PROFILES
+
+TOP_LEVEL = ("name", "base", "bases", "hardware", "seed", "suites", "datasets", "grid", "exclude", "include",
+             "paths", "evaluate", "description", "max_steps")
+EVALUATE = ("leaves", "all")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One technique with its parameters as written (sweeps already expanded).
+
+    ``refs`` holds parameters that name another model or dataset (``teacher: teacher``)."""
+
+    technique: str
+    params: dict[str, Any] = field(default_factory=dict)
+    where: str = ""
+
+    def label(self) -> str:
+        if not self.params:
+            return self.technique
+        args = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.technique}({args})"
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """A lifecycle path: a base model source and the steps applied to it, in order."""
+
+    name: str
+    base: str
+    steps: tuple[StepSpec, ...]
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    profile: str = "quick"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: ``builtin: synthetic`` (n), ``path: FILE`` (limit), or ``from: NAME`` + ``steps``."""
+
+    name: str
+    builtin: str | None = None
+    path: str | None = None
+    source: str | None = None
+    steps: tuple[StepSpec, ...] = ()
+    n: int = 1000
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A validated experiment. ``bases`` maps base names to model sources (the first is the default)."""
+
+    name: str
+    bases: dict[str, Any]
+    hardware: tuple[Any, ...]
+    seed: int
+    suites: tuple[SuiteSpec, ...]
+    datasets: dict[str, DatasetSpec]
+    paths: tuple[PathSpec, ...]
+    evaluate: str = "leaves"
+    max_steps: int | None = None
+    file: str = "<spec>"
+    text: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: spec file not found")
+    return parse_spec(path.read_text(encoding="utf-8"), file=str(path))
+
+
+def parse_spec(text: str, file: str = "<spec>") -> ExperimentSpec:
+    """Parse YAML text into a validated spec (structure only; names are checked by :mod:`harness.validate`)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"invalid YAML: {problem}", file=file, field=line) from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"a spec must be a mapping of fields, got {type(raw).__name__}", file=file)
+    ctx = _Ctx(file)
+    unknown = sorted(set(map(str, raw)) - set(TOP_LEVEL))
+    if unknown:
+        ctx.fail(unknown[0], f"unknown field (allowed: {', '.join(TOP_LEVEL)})")
+    bases = _bases(raw, ctx)
+    paths = _paths(raw, ctx, default_base=next(iter(bases)))
+    if not paths:
+        ctx.fail("paths", "the spec defines no path: give `grid:` stages and/or a non-empty `paths:` list")
+    names = [p.name for p in paths]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        ctx.fail("paths", f"two paths are named {dup!r}; path names must be unique")
+    evaluate = raw.get("evaluate", "leaves")
+    if evaluate not in EVALUATE:
+        ctx.fail("evaluate", f"{evaluate!r} is not allowed (allowed: {', '.join(EVALUATE)})")
+    return ExperimentSpec(
+        name=_str(raw.get("name", Path(file).stem), ctx, "name"),
+        bases=bases,
+        hardware=tuple(_as_list(raw.get("hardware", "cpu-1t"))),
+        seed=_int(raw.get("seed", 0), ctx, "seed"),
+        suites=_suites(raw.get("suites", {}), ctx),
+        datasets=_datasets(raw.get("datasets", {}) or {}, ctx),
+        paths=tuple(paths),
+        evaluate=evaluate,
+        max_steps=None if raw.get("max_steps") is None else _int(raw["max_steps"], ctx, "max_steps", minimum=1),
+        file=file,
+        text=text,
+        raw=raw,
+    )
+
+
+class _Ctx:
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, fld: str, message: str) -> None:
+        raise SpecError(message, file=self.file, field=fld)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _str(value: Any, ctx: _Ctx, fld: str) -> str:
+    if not isinstance(value, str) or not value:
+        ctx.fail(fld, f"expected a non-empty string, got {value!r}")
+    return str(value)
+
+
+def _int(value: Any, ctx: _Ctx, fld: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        ctx.fail(fld, f"expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _bases(raw: dict[str, Any], ctx: _Ctx) -> dict[str, Any]:
+    if "bases" in raw:
+        bases = raw["bases"]
+        if not isinstance(bases, dict) or not bases:
+            ctx.fail("bases", "expected a non-empty mapping of name: model source")
+        if "base" in raw:
+            ctx.fail("base", "give either `base:` or `bases:`, not both")
+        for key, value in bases.items():
+            if not isinstance(value, str | dict):
+                ctx.fail(f"bases.{key}", f"expected a model source (name, directory, .gguf, hub id), got {value!r}")
+        return {str(k): v for k, v in bases.items()}
+    base = raw.get("base", "smollm2-135m-instruct")
+    if not isinstance(base, str | dict):
+        ctx.fail("base", f"expected a model source (name, directory, .gguf, hub id), got {base!r}")
+    return {"base": base}
+
+
+def _suites(raw: Any, ctx: _Ctx) -> tuple[SuiteSpec, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, list):
+        raw = {str(name): {} for name in raw}
+    if not isinstance(raw, dict):
+        ctx.fail("suites", f"expected a mapping of suite: {{profile: ..., options}}, got {raw!r}")
+    out = []
+    for name, conf in raw.items():
+        conf = {} if conf is None else conf
+        if not isinstance(conf, dict):
+            ctx.fail(f"suites.{name}", f"expected a mapping like {{profile: quick}}, got {conf!r}")
+        conf = dict(conf)
+        profile = conf.pop("profile", "quick")
+        if profile not in PROFILES:
+            ctx.fail(f"suites.{name}.profile", f"{profile!r} is not allowed (allowed: {', '.join(PROFILES)})")
+        out.append(SuiteSpec(str(name), profile, conf))
+    return tuple(out)
+
+
+def _datasets(raw: Any, ctx: _Ctx) -> dict[str, DatasetSpec]:
+    if not isinstance(raw, dict):
+        ctx.fail("datasets", f"expected a mapping of name: dataset, got {raw!r}")
+    out = {}
+    for name, conf in raw.items():
+        where = f"datasets.{name}"
+        if not isinstance(conf, dict):
+            ctx.fail(where, "expected {builtin: synthetic, n: N} | {path: FILE, limit: N} | {from: NAME, steps: [...]}")
+        kinds = [k for k in ("builtin", "path", "from") if k in conf]
+        if len(kinds) != 1:
+            ctx.fail(where, "give exactly one of builtin:, path:, from:")
+        extra = sorted(set(conf) - {"builtin", "path", "from", "steps", "n", "limit"})
+        if extra:
+            ctx.fail(f"{where}.{extra[0]}", "unknown field (allowed: builtin, path, from, steps, n, limit)")
+        if conf.get("builtin") not in (None, "synthetic"):
+            ctx.fail(f"{where}.builtin", f"{conf['builtin']!r} is not allowed (allowed: synthetic)")
+        n = _int(conf.get("n", conf.get("limit", 1000)), ctx, f"{where}.n", minimum=1)
+        steps = tuple(_steps(conf.get("steps", []), ctx, f"{where}.steps", sweep=False)[0])
+        out[str(name)] = DatasetSpec(str(name), conf.get("builtin"), conf.get("path"), conf.get("from"), steps, n)
+    return out
+
+
+def _step_variants(item: Any, ctx: _Ctx, where: str) -> list[StepSpec | None]:
+    """One written step -> its variants (a parameter given as a list sweeps); ``none`` -> [None]."""
+    if item is None or item == "none":
+        return [None]
+    if isinstance(item, str):
+        return [StepSpec(item, {}, where)]
+    if isinstance(item, dict) and len(item) == 1:
+        (technique, params), = item.items()
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            ctx.fail(where, f"parameters of {technique} must be a mapping, got {params!r}")
+        keys = list(params)
+        values = [v if isinstance(v, list) and k not in _LIST_PARAMS else [v] for k, v in params.items()]
+        if any(len(v) == 0 for v in values):
+            ctx.fail(where, f"{technique}: a swept parameter has an empty list of values")
+        return [StepSpec(str(technique), dict(zip(keys, combo, strict=True)), where) for combo in itertools.product(*values)]
+    ctx.fail(where, f"a step is a technique name, {{technique: {{param: value}}}} or none; got {item!r}")
+    return []
+
+
+# Parameters whose value is itself a list (never a sweep).
+_LIST_PARAMS = {"target_modules", "partners", "layers", "tasks", "modules", "exclude"}
+
+
+def _steps(items: Any, ctx: _Ctx, where: str, sweep: bool = True) -> list[list[StepSpec]]:
+    """A written step list -> every expanded step list (cartesian over swept parameters)."""
+    if not isinstance(items, list):
+        ctx.fail(where, f"expected a list of steps, got {items!r}")
+    options = [_step_variants(it, ctx, f"{where}[{i}]") for i, it in enumerate(items)]
+    out = [[s for s in combo if s is not None] for combo in itertools.product(*options)]
+    return out if sweep else out[:1]
+
+
+def _grid_paths(raw: dict[str, Any], ctx: _Ctx, base: str) -> list[PathSpec]:
+    grid = raw.get("grid")
+    if grid is None:
+        return []
+    if not isinstance(grid, dict) or not grid:
+        ctx.fail("grid", "expected a non-empty mapping of stage: [alternatives]")
+    stages = []
+    for stage, alts in grid.items():
+        if not isinstance(alts, list) or not alts:
+            ctx.fail(f"grid.{stage}", f"expected a non-empty list of alternatives (techniques or none), got {alts!r}")
+        variants = [v for i, a in enumerate(alts) for v in _step_variants(a, ctx, f"grid.{stage}[{i}]")]
+        stages.append((str(stage), variants))
+    excludes = _rules(raw.get("exclude", []), ctx, "exclude", [s for s, _ in stages])
+    paths = []
+    for combo in itertools.product(*(v for _, v in stages)):
+        choice = {stage: (step.technique if step else "none") for (stage, _), step in zip(stages, combo, strict=True)}
+        if any(all(choice[k] == v for k, v in rule.items()) for rule in excludes):
+            continue
+        steps = tuple(s for s in combo if s is not None)
+        paths.append(PathSpec(_path_name(steps), base, steps, "grid"))
+    return paths
+
+
+def _rules(raw: Any, ctx: _Ctx, fld: str, stages: list[str]) -> list[dict[str, str]]:
+    if not isinstance(raw, list):
+        ctx.fail(fld, "expected a list of {stage: technique-or-none} rules")
+    for i, rule in enumerate(raw):
+        if not isinstance(rule, dict) or not rule:
+            ctx.fail(f"{fld}[{i}]", f"expected a mapping {{stage: technique-or-none}}, got {rule!r}")
+        bad = [k for k in rule if k not in stages]
+        if bad:
+            ctx.fail(f"{fld}[{i}].{bad[0]}", f"no such grid stage (stages: {', '.join(stages)})")
+    return [{str(k): str(v) for k, v in r.items()} for r in raw]
+
+
+def _path_name(steps: tuple[StepSpec, ...]) -> str:
+    return " > ".join(s.label() for s in steps) or "baseline"
+
+
+def _paths(raw: dict[str, Any], ctx: _Ctx, default_base: str) -> list[PathSpec]:
+    paths = _grid_paths(raw, ctx, default_base)
+    for key in ("paths", "include"):
+        if not isinstance(raw.get(key) or [], list):
+            ctx.fail(key, "expected a list of step lists or {name, base, steps} mappings")
+    explicit = list(raw.get("paths") or []) + list(raw.get("include") or [])
+    for i, item in enumerate(explicit):
+        where = f"paths[{i}]"
+        name, base, steps = None, default_base, item
+        if isinstance(item, dict) and "steps" in item:
+            extra = sorted(set(item) - {"name", "base", "steps"})
+            if extra:
+                ctx.fail(f"{where}.{extra[0]}", "unknown field (allowed: name, base, steps)")
+            name, base, steps = item.get("name"), item.get("base", default_base), item["steps"]
+        variants = _steps(steps, ctx, f"{where}.steps" if isinstance(item, dict) else where)
+        for expanded in variants:
+            st = tuple(expanded)
+            label = _path_name(st)
+            full = (f"{name}[{label}]" if len(variants) > 1 else str(name)) if name else label
+            paths.append(PathSpec(full, str(base), st, where))
+    seen: dict[tuple[str, tuple[str, ...]], PathSpec] = {}
+    for p in paths:  # the same path given twice (e.g. by grid and include) is one path
+        seen.setdefault((p.base, tuple(s.label() for s in p.steps)), p)
+    return list(seen.values())

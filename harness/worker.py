@@ -1,0 +1,56 @@
+"""``python -m harness.worker TASK.json OUT.json``: one node or one suite run in a fresh process.
+
+Used by the subprocess executor. Writes ``{"status", "cost"|"result", "error", "traceback"}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from adapters.runtime import prepare_process
+
+
+def main(task_file: str, out_file: str) -> int:
+    prepare_process()
+    from harness.cache import ArtifactCache
+    from harness.executors import node_from_dict, run_suite_on
+    from harness.hardware import HardwareProfile
+    from harness.materialize import Materializer
+    from harness.plan import SuiteRun
+    from harness.spec import DatasetSpec, StepSpec, SuiteSpec
+
+    task: dict[str, Any] = json.loads(Path(task_file).read_text())
+    workspace = Path(task["workspace"])
+    nodes = {h: node_from_dict(n) for h, n in task["nodes"].items()}
+    datasets = {}
+    for name, d in task["datasets"].items():
+        d["steps"] = tuple(StepSpec(**s) for s in d.get("steps", ()))
+        datasets[name] = DatasetSpec(**d)
+    hw = HardwareProfile(**task["hardware"])
+    mat = Materializer(nodes, ArtifactCache(workspace / "artifacts"), hw, seed=task["seed"], datasets=datasets,
+                       max_steps=task.get("max_steps"), workdir=workspace / "work")
+    out: dict[str, Any]
+    try:
+        if task["op"] == "node":
+            cost = mat.compute(task["hash"])
+            out = {"status": "ok", "cost": dataclasses.asdict(cost)}
+        else:
+            r = task["run"]
+            run = SuiteRun(r["run_key"], r["node"], SuiteSpec(**r["suite"]), HardwareProfile(**r["hardware"]),
+                           tuple(r["path_ids"]))
+            workdir = workspace / "work" / f"suite-{run.run_key}"
+            out = {"status": "ok",
+                   "result": run_suite_on(mat, run, task.get("base_hash"), workdir, task["seed"], task.get("data_dir"))}
+    except Exception as exc:
+        out = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    Path(out_file).write_text(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

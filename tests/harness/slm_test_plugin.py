@@ -1,0 +1,68 @@
+"""Test plugin (loaded through ``SLM_PLUGINS``): a technique that fails on purpose, a cheap
+weight-changing technique and a cheap real suite, for harness mechanics tests."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from adapters.handle import LineageStep
+from adapters.technique import Technique, technique
+from suites.base import Metric, SampleRecord, Suite, SuiteResult, mean_stderr, suite
+
+
+@dataclass(frozen=True)
+class FailParams:
+    message: str = "boom"
+
+
+@dataclass(frozen=True)
+class NoiseParams:
+    scale: float = 0.01
+
+    def __post_init__(self):
+        if not 0 <= self.scale <= 1:
+            raise ValueError(f"scale must be in [0, 1], got {self.scale}")
+
+
+@technique("prune.test_fail")
+class FailTechnique(Technique):
+    """Raises during apply (tests failure isolation)."""
+
+    Params = FailParams
+
+    def apply(self, handle, ctx):
+        raise RuntimeError(self.params.message)
+
+
+@technique("tune.test_noise")
+class NoiseTechnique(Technique):
+    """Adds seeded Gaussian noise to every weight (a cheap weight-changing step for harness tests)."""
+
+    Params = NoiseParams
+
+    def apply(self, handle, ctx):
+        import torch
+
+        model = copy.deepcopy(handle.model)
+        gen = torch.Generator().manual_seed(ctx.seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * self.params.scale)
+        return handle.derive(LineageStep(self.name, self.version, {"scale": self.params.scale}), model=model)
+
+
+@suite("test_nll")
+class NllSuite(Suite):
+    """Mean negative log-likelihood per token of three fixed sentences (cheap, real)."""
+
+    def run(self, handle, ctx):
+        texts = ["the cat sat on the mat", "a river runs through the town", "bread is made from flour"]
+        lls = handle.loglikelihood_rolling(texts)
+        per = [-ll / len(handle.tokenizer(t).input_ids) for ll, t in zip(lls, texts, strict=True)]
+        mean, se = mean_stderr(per)
+        return SuiteResult(
+            metrics=[Metric("test_nll", "fixed3", "nll", mean, se, len(per), "nats/token", False,
+                            "loglikelihood_rolling")],
+            samples=[SampleRecord("test_nll", "fixed3", str(i), None, x) for i, x in enumerate(per)],
+        )
