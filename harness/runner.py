@@ -126,7 +126,7 @@ class Runner:
     def _run_suites(self, plan: Plan, executor: Any, store: Any, summary: RunSummary, failed: dict[str, str]) -> None:
         done = store.completed_suite_runs()
         todo = [r for r in plan.suite_runs if r.run_key not in done and r.node not in failed]
-        summary.suite_runs_skipped = len(plan.suite_runs) - len(todo)
+        summary.suite_runs_skipped = sum(1 for r in plan.suite_runs if r.run_key in done)
         base_of = {p.leaf: p.chain[0] for p in plan.paths}
         base_of.update({h: p.chain[0] for p in plan.paths for h in p.chain})
         self.progress.start_suites(len(todo))
