@@ -1,0 +1,173 @@
+"""Helpers shared by the weight-changing techniques: seeding, copying, finding the decoder's linear
+layers, packing texts into token blocks and a plain AdamW training loop.
+
+torch is imported inside the functions so that listing the registry never needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from adapters.errors import UsageError
+from adapters.handle import LineageStep
+from adapters.technique import params_dict
+
+if TYPE_CHECKING:
+    from adapters.handle import ModelHandle
+    from adapters.technique import Technique, TechniqueContext
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's (and Python's) RNG seeded, restoring the outer RNG state after."""
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
+def copied_model(handle: ModelHandle) -> Any:
+    """A deep copy of the handle's model (techniques never change their input handle)."""
+    return copy.deepcopy(handle.model)
+
+
+def lineage_step(technique: Technique) -> LineageStep:
+    """The lineage entry recording ``technique`` with all its parameters and library versions."""
+    return LineageStep(technique.name, technique.version, params_dict(technique.params), technique.library_versions())
+
+
+def decoder_blocks(model: Any) -> Sequence[Any]:
+    """The decoder blocks (``model.model.layers`` for Llama-family models)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", None)
+    layers = getattr(decoder, "layers", None)
+    if layers is None or len(layers) == 0:
+        raise UsageError(f"{type(model).__name__} has no decoder blocks (expected model.model.layers)")
+    return layers
+
+
+def decoder_linears(model: Any, targets: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every ``nn.Linear`` inside the decoder blocks by qualified name (embeddings and lm_head excluded).
+
+    Args:
+        model: a causal LM.
+        targets: if given, keep only layers whose name contains one of these substrings.
+    """
+    from torch import nn
+
+    inside = {id(m) for block in decoder_blocks(model) for m in block.modules()}
+    found = {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and id(mod) in inside and (not targets or any(t in name for t in targets))
+    }
+    if not found:
+        raise UsageError(f"no linear layers matched in the decoder blocks (targets: {list(targets or [])})")
+    return found
+
+
+def token_blocks(tokenizer: Any, texts: Sequence[str], seq_len: int) -> list[list[int]]:
+    """Texts tokenized, joined with EOS and cut into blocks of ``seq_len`` tokens (the tail is dropped,
+    and a corpus shorter than one block becomes a single shorter block)."""
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    for text in texts:
+        stream.extend(tokenizer(text, add_special_tokens=False).input_ids)
+        if eos is not None:
+            stream.append(eos)
+    if len(stream) < 2:
+        raise UsageError("the training texts are empty: nothing to train on")
+    if len(stream) < seq_len:
+        return [stream]
+    return [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+
+
+def batches(blocks: list[list[int]], batch_size: int, seed: int) -> Iterator[Any]:
+    """An endless, seeded stream of ``(batch, seq_len)`` id tensors, reshuffled every epoch."""
+    import torch
+
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(blocks)))
+        rng.shuffle(order)
+        for i in range(0, len(order), batch_size):
+            chunk = [blocks[j] for j in order[i : i + batch_size]]
+            yield torch.tensor(chunk, dtype=torch.long)
+
+
+class TrainResult(NamedTuple):
+    """What a training loop did: the per-step losses (first and last) and the step count."""
+
+    first_loss: float
+    final_loss: float
+    steps: int
+
+
+def train(
+    model: Any,
+    data: Iterator[Any],
+    steps: int,
+    loss_fn: Callable[[Any, Any], Any],
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    warmup: int = 0,
+    after_step: Callable[[], None] | None = None,
+    progress: Any = None,
+) -> TrainResult:
+    """Train ``model`` for ``steps`` AdamW steps with linear warmup then cosine decay to 10% of ``lr``.
+
+    Args:
+        model: the module to train (switched to train mode, back to eval mode at the end).
+        data: yields input-id batches.
+        steps: number of optimizer steps.
+        loss_fn: ``loss_fn(model, batch) -> scalar loss tensor``.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup: linear warmup steps.
+        after_step: called after each optimizer step (e.g. to re-apply a sparsity mask).
+        progress: a :class:`~adapters.technique.Progress`.
+    """
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        t = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model.train()
+    losses: list[float] = []
+    for step in range(steps):
+        loss = loss_fn(model, next(data))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if after_step is not None:
+            after_step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress.update(step + 1, steps, f"loss {losses[-1]:.3f}")
+    model.eval()
+    return TrainResult(losses[0] if losses else math.nan, losses[-1] if losses else math.nan, len(losses))
+
+
+def causal_lm_loss(model: Any, ids: Any) -> Any:
+    """Next-token cross-entropy of a causal LM on a batch of ids."""
+    return model(input_ids=ids, labels=ids).loss
+
+
+def step_budget(explicit: int | None, ctx: TechniqueContext, default: int) -> int:
+    """The number of training steps: the technique's own parameter, else the spec's budget, else ``default``."""
+    return explicit if explicit is not None else (ctx.max_steps if ctx.max_steps is not None else default)

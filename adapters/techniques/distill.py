@@ -1,0 +1,156 @@
+"""Knowledge distillation: train the path's model (the student) to match a teacher's outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.errors import UsageError
+from adapters.handle import ModelHandle
+from adapters.technique import Technique, TechniqueContext, technique
+from adapters.techniques._training import (
+    batches,
+    copied_model,
+    decoder_linears,
+    lineage_step,
+    seeded,
+    step_budget,
+    token_blocks,
+    train,
+)
+
+
+@dataclass(frozen=True)
+class LogitKDParams:
+    """Params of ``distill.logit``.
+
+    Attributes:
+        temperature: softening temperature T of both distributions in the KD term.
+        alpha: weight of the KD term; ``1 - alpha`` weighs next-token cross-entropy on the data.
+        max_steps: training steps; None uses the spec's ``max_steps``, else 100.
+        lr: peak AdamW learning rate.
+        batch_size: sequences per step.
+        seq_len: tokens per sequence.
+        dataset: a named dataset of the spec, or None for the upstream dataset / the synthetic corpus.
+        n_texts: how many texts to read from the dataset.
+        eval_blocks: held-out sequences on which the KL to the teacher is measured before and after.
+        keep_sparsity: keep weights that are exactly zero at zero (a pruned student stays pruned).
+    """
+
+    temperature: float = 2.0
+    alpha: float = 1.0
+    max_steps: int | None = None
+    lr: float = 5e-5
+    batch_size: int = 4
+    seq_len: int = 128
+    dataset: str | None = None
+    n_texts: int = 1000
+    eval_blocks: int = 8
+    keep_sparsity: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+        for name in ("batch_size", "seq_len", "n_texts", "eval_blocks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def kd_loss(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
+    """T^2 x KL(p_teacher^T || p_student^T), averaged over tokens (Hinton et al., 2015)."""
+    import torch.nn.functional as F
+
+    vocab = student_logits.shape[-1]
+    s = F.log_softmax(student_logits.reshape(-1, vocab).float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.reshape(-1, vocab).float() / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def mean_kl(student: Any, teacher: Any, blocks: list[Any]) -> float:
+    """Mean per-token KL(teacher || student) at temperature 1 over ``blocks`` of ids."""
+    import torch
+
+    total = 0.0
+    with torch.no_grad():
+        for ids in blocks:
+            total += float(kd_loss(student(input_ids=ids).logits, teacher(input_ids=ids).logits, 1.0))
+    return total / len(blocks)
+
+
+def sparsity_keeper(model: Any) -> Any:
+    """A callable re-zeroing the weights that are zero now, in layers that are at least 1% sparse."""
+    import torch
+
+    masks = []
+    for lin in decoder_linears(model).values():
+        keep = lin.weight.detach() != 0
+        if (~keep).float().mean() >= 0.01:
+            masks.append((lin.weight, keep.to(lin.weight.dtype)))
+
+    def reapply() -> None:
+        with torch.no_grad():
+            for weight, keep in masks:
+                weight.mul_(keep)
+
+    return reapply
+
+
+def _check_vocab(student: ModelHandle, teacher: ModelHandle) -> None:
+    if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
+        raise UsageError("distill.logit needs a teacher with the student's tokenizer (the vocabularies differ)")
+
+
+@technique("distill.logit")
+class LogitDistill(Technique):
+    """White-box logit knowledge distillation (Hinton et al., 2015, "Distilling the Knowledge in a
+    Neural Network"): minimize T^2 KL(teacher || student) of the temperature-softened next-token
+    distributions, optionally mixed with cross-entropy on the data, for a step budget with AdamW.
+
+    The teacher is the input role ``teacher`` (a model with the same tokenizer). The KL to the teacher
+    on held-out sequences before and after is recorded in ``meta["distill"]``.
+    """
+
+    Params = LogitKDParams
+    inputs = ("teacher",)
+    requires = ("torch", "transformers")
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+        import torch
+
+        from adapters.corpus import resolve_texts
+
+        p = self.params
+        teacher = ctx.inputs.get("teacher")
+        if not isinstance(teacher, ModelHandle) or teacher.backend != "torch":
+            raise UsageError("distill.logit needs a torch teacher model as input `teacher:`")
+        _check_vocab(handle, teacher)
+        handle.activate()
+        student = copied_model(handle)
+        blocks = [torch.tensor([b]) for b in token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)]
+        held_out = blocks[: p.eval_blocks]
+        train_ids = [b[0].tolist() for b in (blocks[p.eval_blocks :] or blocks)]
+        teacher.model.eval()
+
+        def loss_fn(model: Any, ids: Any) -> Any:
+            with torch.no_grad():
+                t_logits = teacher.model(input_ids=ids).logits
+            out = model(input_ids=ids, labels=ids if p.alpha < 1 else None)
+            loss = p.alpha * kd_loss(out.logits, t_logits, p.temperature)
+            return loss + (1 - p.alpha) * out.loss if p.alpha < 1 else loss
+
+        steps = step_budget(p.max_steps, ctx, 100)
+        before = mean_kl(student, teacher.model, held_out)
+        with seeded(ctx.seed):
+            result = train(student, batches(train_ids, p.batch_size, ctx.seed), steps, loss_fn, lr=p.lr,
+                           warmup=min(10, steps // 10), after_step=sparsity_keeper(student) if p.keep_sparsity else None,
+                           progress=ctx.progress)
+        after = mean_kl(student, teacher.model, held_out)
+        record = {"kl_before": before, "kl_after": after, "steps": result.steps, "first_loss": result.first_loss,
+                  "final_loss": result.final_loss, "teacher": teacher.source}
+        return handle.derive(lineage_step(self), model=student, meta={**handle.meta, "distill": record})

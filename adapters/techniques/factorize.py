@@ -1,0 +1,138 @@
+"""Low-rank factorization: replace linear layers by products of two thinner ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.errors import UsageError
+from adapters.handle import ModelHandle
+from adapters.technique import Technique, TechniqueContext, technique
+from adapters.techniques._training import copied_model, decoder_linears, lineage_step
+
+
+@dataclass(frozen=True)
+class SVDParams:
+    """Params of ``factorize.svd``. Give exactly one of ``rank`` and ``energy``.
+
+    Attributes:
+        rank: the rank kept in every factorized layer.
+        energy: keep the fewest singular values whose squares reach this fraction of the squared
+            spectrum (a per-layer rank); 0.9 when neither is given.
+        targets: factorize only layers whose qualified name contains one of these substrings
+            (e.g. ``["mlp"]``); None factorizes every linear layer of the decoder blocks.
+        only_if_smaller: leave a layer dense when its factorized form would not have fewer parameters.
+    """
+
+    rank: int | None = None
+    energy: float | None = None
+    targets: list[str] | None = None
+    only_if_smaller: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rank is not None and self.energy is not None:
+            raise ValueError(f"give rank or energy, not both (rank={self.rank}, energy={self.energy})")
+        if self.rank is not None and self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if self.energy is not None and not 0 < self.energy <= 1:
+            raise ValueError(f"energy must be in (0, 1], got {self.energy}")
+
+
+def rank_for_energy(singular: Any, energy: float) -> int:
+    """The fewest leading singular values whose squares reach ``energy`` of the total."""
+    import torch
+
+    sq = singular.double() ** 2
+    cum = torch.cumsum(sq, 0) / sq.sum()
+    return int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype) - 1e-12)) + 1
+
+
+def low_rank_pair(in_features: int, out_features: int, rank: int, bias: bool, dtype: Any = None) -> Any:
+    """``Sequential(A: in -> rank, B: rank -> out)``, the module a factorized layer becomes."""
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(in_features, rank, bias=False, dtype=dtype),
+                         nn.Linear(rank, out_features, bias=bias, dtype=dtype))
+
+
+def factorized(linear: Any, rank: int) -> Any:
+    """The truncated SVD of ``linear`` as two linears: W ~ (U_r sqrt(S_r)) (sqrt(S_r) V_r^T)."""
+    import torch
+
+    weight = linear.weight.detach().float()
+    u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+    root = s[:rank].sqrt()
+    pair = low_rank_pair(linear.in_features, linear.out_features, rank, linear.bias is not None, linear.weight.dtype)
+    with torch.no_grad():
+        pair[0].weight.copy_(root[:, None] * vh[:rank])
+        pair[1].weight.copy_(u[:, :rank] * root[None, :])
+        if linear.bias is not None:
+            pair[1].bias.copy_(linear.bias)
+    return pair
+
+
+def replace_module(model: Any, name: str, new: Any) -> None:
+    """Set the submodule at qualified ``name`` to ``new``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def chosen_rank(linear: Any, p: SVDParams) -> int | None:
+    """The rank this layer is factorized to, or None when it stays dense (``only_if_smaller``)."""
+    import torch
+
+    if p.rank is not None:
+        rank = min(p.rank, linear.in_features, linear.out_features)
+    else:
+        spectrum = torch.linalg.svdvals(linear.weight.detach().float())
+        rank = rank_for_energy(spectrum, 0.9 if p.energy is None else p.energy)
+    smaller = rank * (linear.in_features + linear.out_features) < linear.in_features * linear.out_features
+    return rank if smaller or not p.only_if_smaller else None
+
+
+@technique("factorize.svd")
+class SVDFactorize(Technique):
+    """Truncated-SVD low-rank factorization of linear layers (Denton et al., 2014; Eckart-Young: the best
+    rank-r approximation in Frobenius norm). Each chosen ``nn.Linear`` W (out x in) becomes two linears,
+    A = sqrt(S_r) V_r^T (in -> r) and B = U_r sqrt(S_r) (r -> out), to a fixed rank or to the rank
+    keeping an ``energy`` fraction of the squared spectrum. The ranks are recorded in ``meta``."""
+
+    Params = SVDParams
+    requires = ("torch", "transformers")
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+        model = copied_model(handle)
+        ranks: dict[str, int] = {}
+        for name, lin in decoder_linears(model, self.params.targets).items():
+            rank = chosen_rank(lin, self.params)
+            if rank is not None:
+                replace_module(model, name, factorized(lin, rank))
+                ranks[name] = rank
+        meta = {**handle.meta, "loader": self.name, "factorized_ranks": {**handle.meta.get("factorized_ranks", {}), **ranks}}
+        return handle.derive(lineage_step(self), model=model, meta=meta)
+
+    @classmethod
+    def load_artifact(cls, path: Path, info: dict[str, Any], lineage: list[Any]) -> ModelHandle:
+        """Rebuild the architecture from ``config.json`` and the recorded ranks, then load the weights."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(path)
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None))
+        for name, rank in info.get("meta", {}).get("factorized_ranks", {}).items():
+            lin = model.get_submodule(name)
+            replace_module(model, name, low_rank_pair(lin.in_features, lin.out_features, rank,
+                                                      lin.bias is not None, lin.weight.dtype))
+        state: dict[str, Any] = {}
+        for shard in sorted(Path(path).glob("*.safetensors")):
+            state.update(load_file(shard))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+        if missing or unexpected:
+            raise UsageError(f"{path}: weights do not match the factorized model (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        model.tie_weights()
+        model.eval()
+        return ModelHandle(model, AutoTokenizer.from_pretrained(path), lineage=lineage, **info)
