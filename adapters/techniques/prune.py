@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from adapters.handle import ModelHandle
 from adapters.technique import Technique, TechniqueContext, technique
-from adapters.techniques._training import copied_model, decoder_linears, lineage_step, seeded, token_blocks
+from adapters.techniques._training import (
+    copied_model,
+    decoder_blocks,
+    decoder_linears,
+    lineage_step,
+    seeded,
+    token_blocks,
+)
 
 _NM = {"2:4": (2, 4), "4:8": (4, 8)}
 
@@ -55,6 +62,9 @@ class WandaParams:
         dataset: calibration texts: a named dataset of the spec, or None for the synthetic corpus.
         n_calibration: calibration sequences.
         seq_len: tokens per calibration sequence.
+        sequential: prune block by block, each block's input norms measured with the earlier blocks
+            already pruned (as the reference code does); False (default) measures all norms in one
+            pass of the dense model.
     """
 
     sparsity: float = 0.5
@@ -62,6 +72,7 @@ class WandaParams:
     dataset: str | None = None
     n_calibration: int = 32
     seq_len: int = 128
+    sequential: bool = False
 
     def __post_init__(self) -> None:
         _check_sparsity(self.sparsity, self.pattern)
@@ -112,7 +123,7 @@ def global_masks(scores: dict[str, Any], sparsity: float) -> dict[str, Any]:
 
 
 def apply_masks(layers: dict[str, Any], masks: dict[str, Any]) -> dict[str, float]:
-    """Zero the pruned weights in place; return the overall and per-layer sparsity found."""
+    """Zero the pruned weights in place; return the sparsity found over all the layers and their size."""
     import torch
 
     zeros = total = 0
@@ -158,9 +169,23 @@ class MagnitudePrune(Technique):
         return _pruned(self, handle, model, layers, masks_for(scores, self.params))
 
 
-def input_norms(model: Any, layers: dict[str, Any], batches: list[Any]) -> dict[str, Any]:
-    """||X_j||_2 of every input feature j of every layer over all calibration tokens (forward hooks)."""
+class _StopForward(Exception):
+    """Raised by a hook to end a calibration forward pass once the block of interest has run."""
+
+
+def input_norms(model: Any, layers: dict[str, Any], batches: list[Any], stop_after: Any = None) -> dict[str, Any]:
+    """||X_j||_2 of every input feature j of every layer over all calibration tokens (forward hooks).
+
+    Args:
+        model: the model to run.
+        layers: the linear layers to measure, by name.
+        batches: calibration input-id tensors.
+        stop_after: a module after which each forward pass is cut short (the later blocks are not needed).
+    """
     import torch
+
+    def stop(*_: Any) -> None:
+        raise _StopForward
 
     sq = {name: torch.zeros(lin.in_features, dtype=torch.float64) for name, lin in layers.items()}
 
@@ -172,10 +197,15 @@ def input_norms(model: Any, layers: dict[str, Any], batches: list[Any]) -> dict[
         return record
 
     handles = [lin.register_forward_hook(hook(name)) for name, lin in layers.items()]
+    if stop_after is not None:
+        handles.append(stop_after.register_forward_hook(stop))
     try:
         with torch.no_grad():
             for ids in batches:
-                model(input_ids=ids)
+                try:
+                    model(input_ids=ids)
+                except _StopForward:
+                    pass
     finally:
         for h in handles:
             h.remove()
@@ -188,8 +218,10 @@ class WandaPrune(Technique):
     score each weight by |W_ij| x ||X_j||_2, the norm of its input feature over calibration tokens, and
     prune the lowest scores within each output row (or N:M groups), with no retraining.
 
-    Input norms come from one forward pass of the dense model over the calibration texts (the reference
-    code refreshes them block by block after pruning earlier blocks; this one-pass variant is cheaper).
+    By default all input norms come from one forward pass of the dense model. ``sequential: true``
+    follows the reference code: blocks are pruned in order, each block's norms measured with the earlier
+    blocks already pruned (about half a forward pass per block). On SmolLM2 2:4 with 16 calibration
+    sequences the two gave WikiText-2 perplexity 246 (one pass) and 267 (sequential), the latter 2.6x slower.
     """
 
     Params = WandaParams
@@ -206,7 +238,29 @@ class WandaPrune(Technique):
         layers = decoder_linears(model)
         texts = resolve_texts(ctx, p.dataset, max(64, p.n_calibration * 4))
         blocks = token_blocks(handle.tokenizer, texts, p.seq_len)[: p.n_calibration]
+        calibration = [torch.tensor([b]) for b in blocks]
         with seeded(ctx.seed):
-            norms = input_norms(model, layers, [torch.tensor([b]) for b in blocks])
-        scores = {name: lin.weight.detach().abs().float() * norms[name][None, :] for name, lin in layers.items()}
-        return _pruned(self, handle, model, layers, masks_for(scores, p))
+            if p.sequential:
+                masks = sequential_wanda_masks(model, layers, calibration, p)
+            else:
+                masks = wanda_masks(model, layers, calibration, p)
+        return _pruned(self, handle, model, layers, masks)
+
+
+def wanda_masks(model: Any, layers: dict[str, Any], calibration: list[Any], p: WandaParams,
+                stop_after: Any = None) -> dict[str, Any]:
+    """Keep-masks from the Wanda score |W_ij| x ||X_j||_2 of each layer."""
+    norms = input_norms(model, layers, calibration, stop_after)
+    scores = {name: lin.weight.detach().abs().float() * norms[name][None, :] for name, lin in layers.items()}
+    return masks_for(scores, p)
+
+
+def sequential_wanda_masks(model: Any, layers: dict[str, Any], calibration: list[Any], p: WandaParams) -> dict[str, Any]:
+    """Wanda block by block: measure a block's input norms with the earlier blocks pruned, then prune it."""
+    masks: dict[str, Any] = {}
+    for block in decoder_blocks(model):
+        inside = {id(m) for m in block.modules()}
+        group = {name: lin for name, lin in layers.items() if id(lin) in inside}
+        masks.update(wanda_masks(model, group, calibration, p, stop_after=block))
+        apply_masks(group, masks)
+    return masks

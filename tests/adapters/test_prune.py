@@ -77,6 +77,16 @@ def test_wanda_prunes_lowest_weight_times_input_norm_per_row(tiny, tmp_path):
     assert differs > 0, "wanda chose exactly magnitude's weights: the activation norms were not used"
 
 
+def test_sequential_wanda_measures_later_blocks_on_the_pruned_model(tiny, tmp_path):
+    params = {"n_calibration": 4, "seq_len": 32}
+    seq = decoder_linears(_prune("prune.wanda", {**params, "sequential": True}, tiny, tmp_path).model)
+    one = decoder_linears(_prune("prune.wanda", params, tiny, tmp_path).model)
+    first = [n for n in seq if n.startswith("model.layers.0.")]
+    later = [n for n in seq if n.startswith("model.layers.1.")]
+    assert all(torch.equal(seq[n].weight, one[n].weight) for n in first)  # same dense inputs to block 0
+    assert any(not torch.equal(seq[n].weight, one[n].weight) for n in later)
+
+
 def test_wanda_is_deterministic(tiny, tmp_path):
     a = _prune("prune.wanda", {"n_calibration": 4, "seq_len": 32}, tiny, tmp_path)
     b = _prune("prune.wanda", {"n_calibration": 4, "seq_len": 32}, tiny, tmp_path)
