@@ -97,7 +97,7 @@ class ScratchParams:
     hidden: int = 256
     layers: int = 4
     heads: int = 4
-    kv_heads: int = 1
+    kv_heads: int = 2
     intermediate: int | None = None
     max_steps: int | None = None
     lr: float = 1e-3
