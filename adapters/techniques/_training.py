@@ -171,3 +171,56 @@ def causal_lm_loss(model: Any, ids: Any) -> Any:
 def step_budget(explicit: int | None, ctx: TechniqueContext, default: int) -> int:
     """The number of training steps: the technique's own parameter, else the spec's budget, else ``default``."""
     return explicit if explicit is not None else (ctx.max_steps if ctx.max_steps is not None else default)
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a calibration forward pass once the block of interest has run."""
+
+
+def input_norms(model: Any, layers: dict[str, Any], batches: list[Any], stop_after: Any = None) -> dict[str, Any]:
+    """||X_j||_2 of every input feature j of every layer over all calibration tokens (forward hooks).
+
+    Args:
+        model: the model to run.
+        layers: the linear layers to measure, by name.
+        batches: calibration input-id tensors.
+        stop_after: a module after which each forward pass is cut short (the later blocks are not needed).
+    """
+    import torch
+
+    def stop(*_: Any) -> None:
+        raise _StopForward
+
+    sq = {name: torch.zeros(lin.in_features, dtype=torch.float64) for name, lin in layers.items()}
+
+    def hook(name: str) -> Any:
+        def record(_mod: Any, args: tuple[Any, ...], _out: Any) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            sq[name] += (x * x).sum(dim=0)
+
+        return record
+
+    handles = [lin.register_forward_hook(hook(name)) for name, lin in layers.items()]
+    if stop_after is not None:
+        handles.append(stop_after.register_forward_hook(stop))
+    try:
+        with torch.no_grad():
+            for ids in batches:
+                try:
+                    model(input_ids=ids)
+                except _StopForward:
+                    pass
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: v.sqrt().float() for name, v in sq.items()}
+
+
+def calibration_batches(handle: ModelHandle, ctx: TechniqueContext, dataset: str | None, n: int, seq_len: int) -> list[Any]:
+    """``n`` calibration sequences of ``seq_len`` tokens (one per tensor) from the technique's texts."""
+    import torch
+
+    from adapters.corpus import resolve_texts
+
+    texts = resolve_texts(ctx, dataset, max(64, n * 4))
+    return [torch.tensor([b]) for b in token_blocks(handle.tokenizer, texts, seq_len)[:n]]

@@ -15,12 +15,13 @@ from typing import Any, Literal
 from adapters.handle import ModelHandle
 from adapters.technique import Technique, TechniqueContext, technique
 from adapters.techniques._training import (
+    calibration_batches,
     copied_model,
     decoder_blocks,
     decoder_linears,
+    input_norms,
     lineage_step,
     seeded,
-    token_blocks,
 )
 
 _NM = {"2:4": (2, 4), "4:8": (4, 8)}
@@ -169,49 +170,6 @@ class MagnitudePrune(Technique):
         return _pruned(self, handle, model, layers, masks_for(scores, self.params))
 
 
-class _StopForward(Exception):
-    """Raised by a hook to end a calibration forward pass once the block of interest has run."""
-
-
-def input_norms(model: Any, layers: dict[str, Any], batches: list[Any], stop_after: Any = None) -> dict[str, Any]:
-    """||X_j||_2 of every input feature j of every layer over all calibration tokens (forward hooks).
-
-    Args:
-        model: the model to run.
-        layers: the linear layers to measure, by name.
-        batches: calibration input-id tensors.
-        stop_after: a module after which each forward pass is cut short (the later blocks are not needed).
-    """
-    import torch
-
-    def stop(*_: Any) -> None:
-        raise _StopForward
-
-    sq = {name: torch.zeros(lin.in_features, dtype=torch.float64) for name, lin in layers.items()}
-
-    def hook(name: str) -> Any:
-        def record(_mod: Any, args: tuple[Any, ...], _out: Any) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-            sq[name] += (x * x).sum(dim=0)
-
-        return record
-
-    handles = [lin.register_forward_hook(hook(name)) for name, lin in layers.items()]
-    if stop_after is not None:
-        handles.append(stop_after.register_forward_hook(stop))
-    try:
-        with torch.no_grad():
-            for ids in batches:
-                try:
-                    model(input_ids=ids)
-                except _StopForward:
-                    pass
-    finally:
-        for h in handles:
-            h.remove()
-    return {name: v.sqrt().float() for name, v in sq.items()}
-
-
 @technique("prune.wanda")
 class WandaPrune(Technique):
     """Wanda (Sun et al., 2023, "A Simple and Effective Pruning Approach for Large Language Models"):
@@ -228,17 +186,11 @@ class WandaPrune(Technique):
     requires = ("torch", "transformers")
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
-        import torch
-
-        from adapters.corpus import resolve_texts
-
         p = self.params
         handle.activate()
         model = copied_model(handle)
         layers = decoder_linears(model)
-        texts = resolve_texts(ctx, p.dataset, max(64, p.n_calibration * 4))
-        blocks = token_blocks(handle.tokenizer, texts, p.seq_len)[: p.n_calibration]
-        calibration = [torch.tensor([b]) for b in blocks]
+        calibration = calibration_batches(handle, ctx, p.dataset, p.n_calibration, p.seq_len)
         with seeded(ctx.seed):
             if p.sequential:
                 masks = sequential_wanda_masks(model, layers, calibration, p)

@@ -55,6 +55,23 @@ def test_only_if_smaller_keeps_layers_where_factorizing_would_grow_them(tiny, tm
         assert torch.allclose(full.model(ids).logits, tiny.model(ids).logits, atol=1e-3)
 
 
+def test_activation_aware_svd_is_the_best_input_weighted_rank_r_pair(tiny, tmp_path):
+    from adapters.techniques._training import calibration_batches, input_norms
+
+    ctx = TechniqueContext(workdir=tmp_path)
+    layers = decoder_linears(tiny.model, ["mlp.down_proj"])
+    norms = input_norms(tiny.model, layers, calibration_batches(tiny, ctx, None, 16, 128))
+    asvd = _svd({"rank": 8, "targets": ["mlp.down_proj"], "activation_aware": 1.0}, tiny, tmp_path)
+    plain = _svd({"rank": 8, "targets": ["mlp.down_proj"]}, tiny, tmp_path)
+    for name, lin in layers.items():
+        w, s = lin.weight.detach(), norms[name]
+        weighted = torch.linalg.svdvals(w * s[None, :])
+        err_asvd = torch.linalg.norm((_product(asvd.model.get_submodule(name)) - w) * s[None, :])
+        err_plain = torch.linalg.norm((_product(plain.model.get_submodule(name)) - w) * s[None, :])
+        assert float(err_asvd) == pytest.approx(float(weighted[8:].square().sum().sqrt()), rel=1e-3)
+        assert err_asvd < err_plain
+
+
 def test_factorized_model_saves_and_loads(tiny, tmp_path):
     out = _svd({"rank": 4}, tiny, tmp_path)
     out.save(tmp_path / "svd")
@@ -71,6 +88,7 @@ def test_factorized_model_saves_and_loads(tiny, tmp_path):
     ({"rank": 8, "energy": 0.5}, "give rank or energy, not both"),
     ({"energy": 1.5}, "energy must be in (0, 1], got 1.5"),
     ({"targets": "mlp"}, "expected a list"),
+    ({"activation_aware": -1}, "activation_aware must be in [0, 2], got -1"),
 ])
 def test_bad_params_are_usage_errors(raw, fragment):
     with pytest.raises(UsageError) as info:
@@ -93,8 +111,11 @@ def test_smollm2_mlp_rank_and_energy(smollm2, benchmarks_dir, tmp_path):
              if not t.startswith("=")][:4]
     n = sum(len(smollm2.tokenizer(t).input_ids) for t in lines)
     ppl = [float(torch.tensor(-sum(h.loglikelihood_rolling(lines)) / n).exp()) for h in (smollm2, out)]
-    print(f"params {smollm2.num_parameters()} -> {out.num_parameters()}; wikitext-2 ppl {ppl[0]:.1f} -> {ppl[1]:.1f}")
-    assert ppl[1] > ppl[0]
+    asvd = _svd({"rank": 128, "targets": ["mlp"], "activation_aware": 1.0}, smollm2, tmp_path)
+    ppl.append(float(torch.tensor(-sum(asvd.loglikelihood_rolling(lines)) / n).exp()))
+    print(f"params {smollm2.num_parameters()} -> {out.num_parameters()}; wikitext-2 ppl {ppl[0]:.1f} -> "
+          f"{ppl[1]:.1f} (plain SVD), {ppl[2]:.1f} (ASVD alpha 1)")
+    assert ppl[0] < ppl[2] < ppl[1]
     energy = _svd({"energy": 0.95, "targets": ["self_attn.q_proj"]}, smollm2, tmp_path)
     for name, rank in energy.meta["factorized_ranks"].items():
         s2 = torch.linalg.svdvals(decoder_linears(smollm2.model)[name].weight.detach()).square()
