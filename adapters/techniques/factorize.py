@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.errors import UsageError
+from adapters.errors import ModelLoadError
 from adapters.handle import ModelHandle
 from adapters.technique import Technique, TechniqueContext, technique
 from adapters.techniques._training import (
@@ -186,7 +186,7 @@ class SVDFactorize(Technique):
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
         if missing or unexpected:
-            raise UsageError(f"{path}: weights do not match the factorized model (missing {missing[:3]}, "
+            raise ModelLoadError(f"{path}: weights do not match the factorized model (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]})")
         model.tie_weights()
         model.eval()
