@@ -77,7 +77,8 @@ def _register_optional_commands() -> None:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            # only a missing package/module of our own is optional; a missing dependency inside it is a bug
+            if exc.name is None or not module.startswith(exc.name):
                 raise
             continue
         mod.register(app)
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     prepare_process()
     _register_optional_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        # with standalone_mode=False click returns the code of a ``typer.Exit`` instead of exiting
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except SLMError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

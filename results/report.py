@@ -1,0 +1,106 @@
+"""Rendering: compact text tables for the terminal, JUnit XML and Markdown for CI systems."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from results.views import HEADLINES
+
+
+def fmt(value: Any, stderr: Any = None, unit: str | None = None) -> str:
+    """``0.512±0.021``; large numbers in engineering form; None as an em dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    text = _num(value, unit)
+    if stderr is not None and not (isinstance(stderr, float) and math.isnan(stderr)):
+        text += "±" + _num(stderr, unit)
+    return text
+
+
+def _num(v: float, unit: str | None) -> str:
+    if unit == "bytes" and abs(v) >= 1e6:
+        return f"{v / 2**20:.1f}MiB"
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.3g}"
+    return f"{v:.4g}" if abs(v) < 1 else f"{v:.4g}"
+
+
+def table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A left-aligned plain-text table."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in body)) if body else len(str(h))
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(lines)
+
+
+def overview_table(paths: list[dict[str, Any]]) -> str:
+    """Paths x headline metrics, value±stderr, estimates marked with ``~``; only columns with data."""
+    cols = [h for h in HEADLINES if any(p.get(h.name) is not None for p in paths)]
+    headers = ["path", "hw", *(f"{h.label} {'↑' if h.higher_is_better else '↓'}" for h in cols)]
+    body = []
+    for p in paths:
+        cells = [("~" if p.get(f"{h.name}_estimate") else "") + fmt(p.get(h.name), p.get(f"{h.name}_stderr"), h.unit)
+                 for h in cols]
+        body.append([p["path_name"], p["hardware_profile"], *cells])
+    note = "\n~ estimated (not measured)" if any(p.get(f"{h.name}_estimate") for p in paths for h in cols) else ""
+    return table(headers, body) + note
+
+
+def compare_table(rows: list[dict[str, Any]]) -> str:
+    headers = ["suite/task/metric", "A", "B", "B-A", "95% CI", "p", "test", "better"]
+    body = []
+    for r in rows:
+        ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else "—"
+        body.append([f"{r['suite']}/{r['task']}/{r['metric']}" + (" ~" if r["estimate"] else ""),
+                     fmt(r["a"], r["a_stderr"], r["unit"]), fmt(r["b"], r["b_stderr"], r["unit"]),
+                     fmt(r["diff"]), ci, fmt(r["p_value"]), r["test"], r["better"] or "="])
+    return table(headers, body)
+
+
+def check_summary(verdicts: list[dict[str, Any]]) -> str:
+    bad = [v for v in verdicts if v["status"] != "ok"]
+    lines = [f"{len(verdicts)} checks: {len(verdicts) - len(bad)} hold, {len(bad)} regressed or missing"]
+    for v in bad:
+        lines.append(f"  {v['status'].upper():10s} {v['path']} [{v['hardware_profile']}] "
+                     f"{v['suite']}/{v['task']}/{v['metric']}: {fmt(v['baseline'])} -> {fmt(v['current'])} ({v['why']})")
+    return "\n".join(lines)
+
+
+def junit_xml(verdicts: list[dict[str, Any]]) -> str:
+    """One testsuite per suite, one testcase per (path, task, metric); regressions are failures."""
+    root = ET.Element("testsuites", name="slm check")
+    for suite in sorted({v["suite"] for v in verdicts}):
+        items = [v for v in verdicts if v["suite"] == suite]
+        ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(items)),
+                           failures=str(sum(v["status"] != "ok" for v in items)))
+        for v in items:
+            case = ET.SubElement(ts, "testcase", classname=f"{v['path']} [{v['hardware_profile']}]",
+                                 name=f"{v['task']}/{v['metric']}")
+            if v["status"] != "ok":
+                fail = ET.SubElement(case, "failure", message=f"{v['status']}: {v['why']}", type=v["status"])
+                fail.text = f"baseline {v['baseline']} current {v['current']} {v['unit'] or ''}; rule {v['rule']}"
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def markdown(verdicts: list[dict[str, Any]], baseline_run: str, current_run: str) -> str:
+    bad = [v for v in verdicts if v["status"] != "ok"]
+    head = "✅ no regression" if not bad else f"❌ {len(bad)} regression(s)"
+    lines = [f"## slm check: {head}", "", f"Baseline run `{baseline_run}`, current run `{current_run}`, "
+             f"{len(verdicts)} metrics checked.", "",
+             "| status | path | metric | baseline | current | why |", "|---|---|---|---|---|---|"]
+    for v in sorted(verdicts, key=lambda v: v["status"] == "ok"):
+        lines.append(f"| {v['status']} | {_md(v['path'])} [{v['hardware_profile']}] | "
+                     f"{v['suite']}/{_md(v['task'])}/{v['metric']} | {fmt(v['baseline'])} | {fmt(v['current'])} | "
+                     f"{_md(v['why'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|")

@@ -1,0 +1,222 @@
+"""Writing results: one transaction per node and per suite run, safe for concurrent ``slm run`` processes.
+
+DuckDB allows one writing process per database file, and a read-only connection cannot open while a
+writer holds the file. So no connection is kept open: every call takes an exclusive ``fcntl`` lock on
+``<db>.lock``, opens the database, does its work in one transaction, commits and closes. Two runs writing
+at once interleave whole transactions and lose nothing; a crash mid-write rolls the transaction back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from results.schema import migrate
+from results.views import create_views, refresh_metrics_wide
+
+_SAMPLE_COLS = ("suite", "task", "sample_id", "correct", "score", "loglikelihoods", "prediction", "target")
+_RAW_COLS = ("suite", "task", "name", "index", "value", "unit")
+_MAX_TEXT = 2000  # predictions are kept for inspection, not as a corpus
+
+
+@contextlib.contextmanager
+def locked(path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold the database's inter-process lock (shared for readers, exclusive for writers)."""
+    lock_path = Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection under the lock. Readers of a missing database get an empty in-memory one."""
+    path = Path(path)
+    with locked(path, shared=read_only):
+        if read_only and not path.exists():
+            con = duckdb.connect(":memory:")
+            migrate(con)
+            create_views(con)
+        else:
+            con = duckdb.connect(str(path), read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+class ResultStore:
+    """The results database of a workspace (``<workspace>/results.duckdb``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with connect(self.path) as con:
+            migrate(con)
+            create_views(con)
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with connect(self.path) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(self, *, run_id: str, spec_name: str, spec: dict[str, Any], spec_text: str,
+                  environment: dict[str, Any], hardware: dict[str, Any], git_commit: str | None) -> None:
+        env_id = _hash(environment)
+        with self._tx() as con:
+            con.execute(
+                "INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [env_id, environment.get("cpu_model"), environment.get("cpu_cores_logical"), environment.get("ram_bytes"),
+                 _text(environment.get("gpu")), _json(environment)])
+            con.execute(
+                "INSERT INTO runs (run_id, spec_name, spec, spec_text, started_at, status, git_commit, environment,"
+                " hardware, env_id) VALUES (?, ?, ?, ?, now(), 'running', ?, ?, ?, ?)",
+                [run_id, spec_name, _json(spec), spec_text, git_commit, _json(environment), _json(hardware), env_id])
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        with self._tx() as con:
+            con.execute("UPDATE runs SET status = ?, finished_at = now() WHERE run_id = ?", [status, run_id])
+
+    # -- nodes and paths --------------------------------------------------------------------
+    def record_node(self, run_id: str, node: dict[str, Any]) -> None:
+        """Upsert by hash. A node seen again as ``cached`` keeps the cost of the run that computed it."""
+        with self._tx() as con:
+            row = con.execute("SELECT status FROM nodes WHERE node_hash = ?", [node["node_hash"]]).fetchone()
+            if row and node["status"] == "cached" and row[0] in ("ok", "cached"):
+                return
+            con.execute("DELETE FROM nodes WHERE node_hash = ?", [node["node_hash"]])
+            con.execute(
+                "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [node["node_hash"], node.get("kind"), node.get("technique"), _text(node.get("technique_version")),
+                 _json(node.get("params") or {}), _json(node.get("inputs") or {}), node.get("source"),
+                 node.get("status"), node.get("error"), node.get("traceback"), _num(node.get("wall_time_s")),
+                 _int(node.get("peak_rss_bytes")), _num(node.get("energy_j")), node.get("energy_method"),
+                 _json(node.get("library_versions") or {}), _json(node.get("footprint")), run_id])
+            if node.get("kind") == "source" and node.get("source"):
+                con.execute("INSERT INTO model_sources VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                            [node["source"], node["node_hash"], run_id])
+
+    def record_path(self, run_id: str, path: dict[str, Any]) -> None:
+        with self._tx() as con:
+            con.execute("DELETE FROM paths WHERE path_id = ?", [path["path_id"]])
+            con.execute(
+                "INSERT INTO paths VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [path["path_id"], path["name"], path.get("base"), path.get("hardware_profile"), path["leaf_hash"],
+                 _json(path.get("chain") or []), _json(path.get("steps") or []), path.get("spec_snippet"), run_id])
+            con.execute("INSERT INTO run_paths VALUES (?, ?) ON CONFLICT DO NOTHING", [run_id, path["path_id"]])
+
+    # -- suite runs -------------------------------------------------------------------------
+    def record_suite_run(self, run_id: str, run: dict[str, Any]) -> None:
+        """Everything of one suite run in one transaction; recording the same ``run_key`` again replaces it."""
+        key = run["run_key"]
+        settings = run.get("settings") or {}
+        with self._tx() as con:
+            for table in ("metrics", "samples", "raw_samples", "suite_runs"):
+                con.execute(f"DELETE FROM {table} WHERE run_key = ?", [key])
+            con.execute(
+                "INSERT INTO suite_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                [key, run_id, run["node_hash"], run["suite"], run.get("profile"), run.get("hardware_profile"),
+                 _json(settings), run.get("status"), run.get("error"), run.get("traceback"),
+                 _num(run.get("wall_time_s"))])
+            hw = settings.get("hardware")
+            if run.get("hardware_profile") and isinstance(hw, dict):
+                con.execute("INSERT INTO hardware_profiles VALUES (?, ?) ON CONFLICT DO UPDATE SET "
+                            "definition = excluded.definition", [run["hardware_profile"], _json(hw)])
+            self._insert_metrics(con, key, run.get("metrics") or [])
+            _insert_frame(con, "samples", key, [_sample_row(s) for s in run.get("samples") or []], _SAMPLE_COLS)
+            _insert_frame(con, "raw_samples", key, [[r[c] for c in _RAW_COLS] for r in run.get("raw") or []],
+                          _RAW_COLS)
+            if run.get("metrics"):
+                refresh_metrics_wide(con)
+
+    @staticmethod
+    def _insert_metrics(con: duckdb.DuckDBPyConnection, key: str, metrics: list[dict[str, Any]]) -> None:
+        rows = [[key, m["suite"], m["task"], m["name"], _num(m["value"]), _num(m.get("stderr")), int(m["n"]),
+                 m["unit"], bool(m["higher_is_better"]), m["method"], _json(m.get("details") or {})]
+                for m in metrics]
+        if rows:
+            con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def completed_suite_runs(self) -> set[str]:
+        with connect(self.path, read_only=True) as con:
+            return {r[0] for r in con.execute("SELECT run_key FROM suite_runs WHERE status = 'ok'").fetchall()}
+
+    def close(self) -> None:
+        """Nothing to release: connections live only for one call."""
+
+
+def _insert_frame(con: duckdb.DuckDBPyConnection, table: str, key: str, rows: list[list[Any]],
+                  cols: tuple[str, ...]) -> None:
+    """Bulk insert through a DataFrame (executemany is row-by-row and slow for thousands of samples)."""
+    if not rows:
+        return
+    frame = pd.DataFrame(rows, columns=list(cols))
+    frame.insert(0, "run_key", key)
+    con.register("_incoming", frame)
+    try:
+        con.execute(f"INSERT INTO {table} SELECT * FROM _incoming")
+    finally:
+        con.unregister("_incoming")
+
+
+def _sample_row(s: dict[str, Any]) -> list[Any]:
+    lls = [float(x) for x in (s.get("loglikelihoods") or ())]
+    return [s["suite"], s["task"], str(s["sample_id"]), s.get("correct"), _num(s.get("score")), lls,
+            _clip(s.get("prediction")), _clip(s.get("target"))]
+
+
+def _clip(text: Any) -> str | None:
+    if text is None:
+        return None
+    text = str(text)
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def database_path(workspace: str | Path | None = None) -> Path:
+    """``<workspace>/results.duckdb``; the workspace is ``--workspace``, ``$SLM_HOME`` or ``./.slm``."""
+    ws = Path(workspace) if workspace else Path(os.environ.get("SLM_HOME", ".slm"))
+    return ws.expanduser().resolve() / "results.duckdb"

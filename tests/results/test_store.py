@@ -1,0 +1,130 @@
+"""The warehouse: schema and migrations, one row per metric with its method, atomic and concurrent writes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import duckdb
+import pytest
+from results_builders import metric, slm
+
+from results import queries
+from results.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from results.store import ResultStore
+
+
+def test_one_row_per_path_suite_task_metric_with_method(two_path_db: Path):
+    names, body = queries.run_sql(two_path_db, "SELECT path_name, suite, task, metric, count(*) AS c, "
+                                               "min(method) AS method FROM metrics_long GROUP BY ALL ORDER BY ALL")
+    assert [r[:4] for r in body] == [
+        ("base", "energy", "decode@p16b1", "decode_j_per_token"), ("base", "latency", "decode@p16b1", "itl_s"),
+        ("base", "quality", "probe", "acc"), ("pruned", "energy", "decode@p16b1", "decode_j_per_token"),
+        ("pruned", "latency", "decode@p16b1", "itl_s"), ("pruned", "quality", "probe", "acc")]
+    assert all(r[4] == 1 and r[5] for r in body)
+    est = queries.run_sql(two_path_db, "SELECT DISTINCT is_estimate FROM metrics_long WHERE suite = 'energy'")[1]
+    assert est == [(True,)]
+
+
+def test_rerecording_a_suite_run_replaces_it(two_path_db: Path):
+    store = ResultStore(two_path_db)
+    run = dict(run_key="q-base", node_hash="n-base", suite="quality", profile="quick", hardware_profile="cpu-1t",
+               settings={}, status="ok", metrics=[metric("quality", "probe", "acc", 0.5, 0.1, 10, "fraction", True,
+                                                         "lm-eval")],
+               samples=[dict(suite="quality", task="probe", sample_id="0", correct=True)], raw=[])
+    store.record_suite_run("run1", run)
+    store.record_suite_run("run1", run)
+    _, body = queries.run_sql(two_path_db, "SELECT count(*), max(value) FROM metrics WHERE run_key = 'q-base'")
+    assert body == [(1, 0.5)]
+    assert queries.run_sql(two_path_db, "SELECT count(*) FROM samples WHERE run_key = 'q-base'")[1] == [(1,)]
+
+
+def test_a_failing_write_leaves_nothing(two_path_db: Path):
+    store = ResultStore(two_path_db)
+    bad = dict(run_key="new", node_hash="n-base", suite="quality", profile="quick", hardware_profile="cpu-1t",
+               settings={}, status="ok", metrics=[metric("quality", "t", "acc", 0.5, 0.1, 10, "fraction", True, "x")],
+               samples=[{"suite": "quality"}], raw=[])  # a sample without task/sample_id: the write fails midway
+    with pytest.raises(KeyError):
+        store.record_suite_run("run1", bad)
+    for table in ("suite_runs", "metrics"):
+        assert queries.run_sql(two_path_db, f"SELECT count(*) FROM {table} WHERE run_key = 'new'")[1] == [(0,)]
+
+
+def test_cached_node_keeps_first_cost(two_path_db: Path):
+    store = ResultStore(two_path_db)
+    store.record_node("run2", dict(node_hash="n-base", kind="model", technique="prune.magnitude", status="cached"))
+    _, body = queries.run_sql(two_path_db, "SELECT status, wall_time_s, run_id FROM nodes WHERE node_hash='n-base'")
+    assert body == [("ok", 1.5, "run1")]
+
+
+def test_older_database_migrates_and_keeps_rows(tmp_path: Path):
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    assert migrate(con, upto=1) == 1
+    con.execute("INSERT INTO paths (path_id, name, run_id) VALUES ('p1', 'old path', 'r0')")
+    con.close()
+    ResultStore(db)
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
+    assert con.execute("SELECT name FROM paths").fetchall() == [("old path",)]
+    # v2 backfills run membership from v1 rows
+    assert con.execute("SELECT run_id, path_id FROM run_paths").fetchall() == [("r0", "p1")]
+    con.close()
+
+
+def test_newer_database_is_refused(tmp_path: Path):
+    db = tmp_path / "new.duckdb"
+    ResultStore(db)
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION + 1])
+    con.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        ResultStore(db)
+
+
+def _writer(db: str, tag: str, n: int) -> None:
+    store = ResultStore(db)
+    store.start_run(run_id=tag, spec_name=tag, spec={}, spec_text="", environment={}, hardware={}, git_commit=None)
+    for i in range(n):
+        store.record_suite_run(tag, dict(
+            run_key=f"{tag}-{i}", node_hash=f"{tag}-node", suite="quality", profile="quick",
+            hardware_profile="cpu-1t", settings={}, status="ok",
+            metrics=[metric("quality", f"t{i}", "acc", i / n, 0.01, 100, "fraction", True, "lm-eval")],
+            samples=[dict(suite="quality", task=f"t{i}", sample_id=str(j), correct=j % 2 == 0) for j in range(20)],
+            raw=[]))
+    store.finish_run(tag, "ok")
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path):
+    db = str(tmp_path / "shared.duckdb")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(db, tag, 25)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    _, body = queries.run_sql(db, "SELECT count(*), count(DISTINCT run_key) FROM metrics")
+    assert body == [(50, 50)]
+    assert queries.run_sql(db, "SELECT count(*) FROM samples")[1] == [(1000,)]
+    assert queries.run_sql(db, "SELECT count(*) FROM runs WHERE status = 'ok'")[1] == [(2,)]
+
+
+def test_cli_results_sql_and_export(two_path_db: Path, tmp_path: Path):
+    out = slm("results", "--db", str(two_path_db))
+    assert out.returncode == 0, out.stderr
+    assert "base" in out.stdout and "pruned" in out.stdout and "±" in out.stdout
+    sql = slm("results", "--db", str(two_path_db), "--sql", "SELECT path_name, quality FROM leaderboard ORDER BY 1",
+              "--json")
+    assert sql.returncode == 0, sql.stderr
+    assert [r["path_name"] for r in json.loads(sql.stdout)] == ["base", "pruned"]
+    bad = slm("results", "--db", str(two_path_db), "--sql", "SELECT nope FROM leaderboard")
+    assert bad.returncode == 2 and "views:" in bad.stderr
+    for fmt in ("parquet", "csv", "json"):
+        res = slm("export", "--db", str(two_path_db), "--format", fmt, "--out", str(tmp_path / fmt))
+        assert res.returncode == 0, res.stderr
+        n = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / fmt / ('metrics_long.' + fmt)}'").fetchall()[0][0]
+        assert n == 6
+    wrong = slm("export", "--db", str(two_path_db), "--format", "xlsx")
+    assert wrong.returncode == 2 and "allowed: parquet, csv, json" in wrong.stderr
