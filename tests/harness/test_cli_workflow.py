@@ -1,0 +1,50 @@
+"""The user's workflow through the CLI on the pico model: run, results, baseline export, check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SPEC = """
+name: workflow
+base: tiny-llama
+hardware: cpu-1t
+suites:
+  test_nll: {profile: quick}
+grid:
+  tune: [none, {tune.test_noise: {scale: 0.05}}]
+"""
+
+
+def slm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_run_results_baseline_check(test_components, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    ws = tmp_path / "ws"
+    run = slm("run", str(spec), "--workspace", str(ws), "--no-progress", "--no-leaderboard", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "technique steps executed 1" in run.stdout and "suite runs executed 2" in run.stdout
+    assert str(ws / "results.duckdb") in run.stdout
+    res = slm("results", "--workspace", str(ws), "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p["path_name"] for p in json.loads(res.stdout)) == ["baseline", "tune.test_noise(scale=0.05)"]
+    base = tmp_path / "baseline.json"
+    exp = slm("baseline", "export", "--workspace", str(ws), "--out", str(base), cwd=tmp_path)
+    assert exp.returncode == 0 and "2 paths" in exp.stdout, exp.stdout + exp.stderr
+    ok = slm("check", "--workspace", str(ws), "--baseline", str(base), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # A baseline that claims a better model than this run: the gate must fail with exit 1.
+    doc = json.loads(base.read_text())
+    for path in doc["paths"]:
+        for m in path["metrics"]:
+            m["value"] = m["value"] * (0.5 if not m["higher_is_better"] else 2.0)
+    base.write_text(json.dumps(doc))
+    bad = slm("check", "--workspace", str(ws), "--baseline", str(base), cwd=tmp_path)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "REGRESSION" in bad.stdout
