@@ -21,12 +21,29 @@ def _leaf_tensors(t: Any) -> list[Any]:
     return [t]
 
 
+def _tensors(values: Any) -> list[Any]:
+    """Tensors in state-dict values; torch's dynamic-quantized linears store (weight, bias) tuples and
+    a dtype entry, and their int8 weights count with their per-channel scales and zero points."""
+    import torch
+
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, tuple | list):
+            out.extend(_tensors(v))
+        elif isinstance(v, torch.Tensor) and v.is_quantized:
+            out.append(v.int_repr())
+            if v.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                out.extend([v.q_per_channel_scales(), v.q_per_channel_zero_points()])
+        elif isinstance(v, torch.Tensor):
+            out.append(v)
+    return out
+
+
 def weight_footprint(model: Any) -> dict[str, int]:
     """``{dtype: bytes}`` over parameters and buffers; shared storage is counted once."""
     seen: set[tuple[int, int]] = set()
     totals: dict[str, int] = defaultdict(int)
-    tensors = list(model.state_dict(keep_vars=True).values())
-    for tensor in tensors:
+    for tensor in _tensors(model.state_dict(keep_vars=True).values()):
         for leaf in _leaf_tensors(tensor):
             try:
                 key = (leaf.untyped_storage().data_ptr(), leaf.data_ptr())

@@ -211,6 +211,9 @@ class ModelHandle:
                 events.put(None)
 
         gen = {**self.generation_kwargs, **kwargs}
+        seed = gen.pop("seed", None)
+        if seed is not None:
+            torch.manual_seed(int(seed))
         gen.setdefault("min_new_tokens", max_new_tokens)
         gen.setdefault("do_sample", False)
         errors: list[BaseException] = []
@@ -272,11 +275,21 @@ class ModelHandle:
         """Write weights as safetensors (never pickle), the tokenizer and ``handle.json``.
 
         A technique that changes the architecture beyond what ``from_pretrained`` restores sets
-        ``meta["loader"]`` to its registry name and implements ``load_artifact``.
+        ``meta["loader"]`` to its registry name and implements ``load_artifact`` (and, when
+        ``save_pretrained`` cannot write its modules, ``save_artifact(handle, path)``).
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
+        loader = self.meta.get("loader")
+        saver = None
+        if loader:
+            from adapters.technique import get_technique
+
+            saver = getattr(get_technique(loader), "save_artifact", None)
+        if saver is not None:  # quantized modules that save_pretrained cannot serialize
+            saver(self, path)
+        else:
+            self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
         (path / HANDLE_FILE).write_text(json.dumps(self.describe(), indent=2, sort_keys=True, default=str))
         return path

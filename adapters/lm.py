@@ -33,4 +33,9 @@ class HandleHFLM(HFLM):  # type: ignore[misc]
 
     def _model_generate(self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any) -> Any:
         merged = {**self.handle.generation_kwargs, **generation_kwargs}
+        seed = merged.pop("seed", None)
+        if seed is not None:  # sampling strategies carry a seed: each call is reproducible
+            import torch
+
+            torch.manual_seed(int(seed))
         return super()._model_generate(context, max_length, stop, **merged)

@@ -1,0 +1,132 @@
+"""Parameter-efficient fine-tuning with LoRA through peft (Hu et al., 2021, "LoRA: Low-Rank Adaptation of
+Large Language Models"): the base weights are frozen, each targeted linear W gets a trainable update
+(alpha / r) B A with A (r x in) and B (out x r, zero-initialized), trained for a step budget on a corpus
+with next-token cross-entropy, then merged into W (``merge_and_unload``) so the result is a plain model
+every later step and suite can use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.handle import ModelHandle
+from adapters.technique import Technique, TechniqueContext, technique
+from adapters.techniques._training import (
+    batches,
+    causal_lm_loss,
+    copied_model,
+    lineage_step,
+    seeded,
+    step_budget,
+    token_blocks,
+    train,
+)
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    """Params of ``peft.lora``.
+
+    Attributes:
+        r: rank of the update.
+        alpha: scaling numerator (the update is scaled by alpha / r).
+        dropout: dropout on the LoRA branch's input.
+        target_modules: linear module names that get adapters.
+        max_steps: optimizer steps; None uses the spec's ``max_steps``, else 50.
+        lr: peak AdamW learning rate.
+        batch_size: sequences per step.
+        seq_len: tokens per sequence.
+        dataset: a named dataset of the spec; None: the upstream ``data.*`` output or the synthetic corpus.
+        n_texts: texts read from the dataset.
+        keep_sparsity: after merging, set weights that were exactly zero in the input back to zero (a
+            pruned model stays pruned; the merged update would otherwise fill the zeros).
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    max_steps: int | None = None
+    lr: float = 2e-4
+    batch_size: int = 4
+    seq_len: int = 128
+    dataset: str | None = None
+    n_texts: int = 1000
+    keep_sparsity: bool = True
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"r must be >= 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+        if not self.target_modules:
+            raise ValueError("target_modules must name at least one module")
+
+
+def lora_model(model: Any, p: Any) -> Any:
+    """Wrap ``model`` with peft LoRA adapters on ``p.target_modules`` (base weights frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in p.target_modules if t not in names]
+    if missing:
+        raise ValueError(f"target_modules {missing} are not modules of this model")
+    config = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=list(p.target_modules),
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def zero_masks(model: Any) -> dict[str, Any]:
+    """Where each 2-D weight is exactly zero (only for weights that have zeros)."""
+    return {n: (w == 0) for n, w in model.named_parameters() if w.dim() == 2 and bool((w == 0).any())}
+
+
+def reapply_masks(model: Any, masks: dict[str, Any]) -> None:
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].masked_fill_(mask, 0.0)
+
+
+@technique("peft.lora")
+class Lora(Technique):
+    """LoRA fine-tuning through peft (Hu et al., 2021), merged into the weights after training."""
+
+    Params = LoraParams
+    requires = ("peft", "torch", "transformers")
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+        from adapters.corpus import resolve_texts
+
+        p = self.params
+        handle.activate()
+        base = copied_model(handle)
+        masks = zero_masks(base) if p.keep_sparsity else {}
+        peft_model = lora_model(base, p)
+        trainable, total = peft_model.get_nb_trainable_parameters()
+        blocks = token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)
+        steps = step_budget(p.max_steps, ctx, 50)
+        with seeded(ctx.seed):
+            result = train(peft_model, batches(blocks, p.batch_size, ctx.seed), steps, causal_lm_loss, lr=p.lr,
+                           warmup=min(10, steps // 10), progress=ctx.progress)
+        merged = peft_model.merge_and_unload()
+        reapply_masks(merged, masks)
+        merged.eval()
+        record = {"trainable_params": int(trainable), "total_params": int(total), "steps": result.steps,
+                  "first_loss": _finite(result.first_loss), "final_loss": _finite(result.final_loss),
+                  "sparsity_kept": bool(masks)}
+        return handle.derive(lineage_step(self), model=merged, meta={**handle.meta, "lora": record})
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x
