@@ -48,10 +48,11 @@ class Headline:
 HEADLINES: tuple[Headline, ...] = (
     Headline("quality", "quality (mean acc)", "quality", ("acc", "exact_match%"), "%", "fraction", True),
     Headline("trust", "trust (mean retention)", "trust", ("retention_%",), "%", "ratio", True),
-    Headline("decode_tps", "decode tokens/s", "latency", ("decode_tokens_per_s",), "%", "tokens/s", True),
-    Headline("ttft_s", "time to first token", "latency", ("ttft_s",), "%", "s", False),
-    Headline("peak_rss", "peak RSS (generate)", "memory", ("peak_rss_generate%",), "%", "bytes", False),
-    Headline("energy_per_token", "energy per decode token", "energy", ("decode_j_per_token%",), "%", "J/token",
+    Headline("decode_tps", "decode tokens/s (batch 1)", "latency", ("decode_tokens_per_s",), "p%b1", "tokens/s",
+             True),
+    Headline("ttft_s", "time to first token (batch 1)", "latency", ("ttft_s",), "p%b1", "s", False),
+    Headline("peak_rss", "peak RSS (generate)", "memory", ("peak_rss_generate",), "%", "bytes", False),
+    Headline("energy_per_token", "energy per decode token", "energy", ("decode_j_per_token",), "%", "J/token",
              False),
 )
 

@@ -1,0 +1,131 @@
+"""Built-in offline capability probes: seeded, versioned multiple-choice tasks the project generates itself.
+
+- ``slm_arithmetic``: two-operand addition/subtraction/multiplication, four numeric choices.
+- ``slm_world_facts``: recall a fact stated in a short passage about a synthetic world (four choices).
+- ``slm_agreement``: subject-verb agreement minimal pairs across an attractor ("The keys to the cabinet are").
+- ``slm_format``: follow a formatting instruction (upper/lower case, reverse, first letter, digits).
+
+Each writes ``{query, choices, gold}`` JSONL and an lm-eval YAML (acc, acc_norm), so probes run through
+the same engine as every other task. Chance level is 1/4 (1/2 for agreement).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+N_ITEMS = 200
+
+_NAMES = ["Ada", "Bram", "Cleo", "Dov", "Edda", "Finn", "Gala", "Hugo", "Iris", "Jonas", "Kira", "Lev", "Mira",
+          "Nils", "Oona", "Pavel", "Rhea", "Sami", "Tova", "Uri"]
+_TOWNS = ["Ashford", "Brindle", "Corvale", "Dunmere", "Elmstead", "Fernhollow", "Glenwick", "Harrowgate"]
+_JOBS = ["baker", "carpenter", "weaver", "fisher", "potter", "smith", "miller", "tailor"]
+_NOUNS = [("key", "keys"), ("dog", "dogs"), ("teacher", "teachers"), ("box", "boxes"), ("car", "cars"),
+          ("song", "songs"), ("child", "children"), ("letter", "letters"), ("painting", "paintings"),
+          ("farmer", "farmers"), ("bridge", "bridges"), ("story", "stories")]
+_ADJECTIVES = ["old", "new", "small", "famous", "quiet", "broken", "young", "strange"]
+_ATTRACTORS = ["near the cabinet", "by the old doors", "with the red stripes", "behind the tall trees",
+               "from the small village", "next to the windows"]
+_VERBS = [("is", "are"), ("was", "were"), ("has", "have"), ("seems", "seem")]
+_WORDS = ["apple", "river", "garden", "pencil", "window", "silver", "market", "candle", "forest", "ladder",
+          "bottle", "castle", "dragon", "feather", "guitar", "harbor", "island", "jacket", "kettle", "lemon",
+          "meadow", "needle", "orange", "pepper", "rabbit", "saddle", "tunnel", "violin", "wallet", "yellow",
+          "anchor", "basket", "carpet", "dinner", "engine", "falcon", "goblet", "hammer", "insect", "jungle"]
+
+
+def _choices(rng: random.Random, gold: Any, distractors: list[Any]) -> tuple[list[str], int]:
+    options = [gold] + [d for d in dict.fromkeys(distractors) if d != gold][:3]
+    rng.shuffle(options)
+    return [str(o) for o in options], options.index(gold)
+
+
+def arithmetic(rng: random.Random) -> dict[str, Any]:
+    a, b = rng.randint(2, 60), rng.randint(2, 40)
+    op = rng.choice(["+", "-", "*"])
+    val = a + b if op == "+" else a - b if op == "-" else a * b
+    wrong = [val + d for d in rng.sample([-10, -2, -1, 1, 2, 10, 3, -3], 6)]
+    choices, gold = _choices(rng, val, wrong)
+    return {"query": f"Question: What is {a} {op} {b}?\nAnswer:", "choices": [" " + c for c in choices], "gold": gold}
+
+
+def world_facts(rng: random.Random) -> dict[str, Any]:
+    people = rng.sample(_NAMES, 4)
+    towns, jobs = rng.sample(_TOWNS, 4), rng.sample(_JOBS, 4)
+    passage = " ".join(f"{p} is a {j} who lives in {t}." for p, t, j in zip(people, towns, jobs, strict=True))
+    k = rng.randrange(4)
+    if rng.random() < 0.5:
+        q, gold, pool = f"Where does {people[k]} live?", towns[k], towns
+    else:
+        q, gold, pool = f"Who is the {jobs[k]}?", people[k], people
+    choices, g = _choices(rng, gold, [x for x in pool if x != gold])
+    return {"query": f"{passage}\nQuestion: {q}\nAnswer:", "choices": [" " + c for c in choices], "gold": g}
+
+
+def agreement(rng: random.Random) -> dict[str, Any]:
+    sing, plur = rng.choice(_NOUNS)
+    plural = rng.random() < 0.5
+    verb = rng.choice(_VERBS)
+    subject = plur if plural else sing
+    attractor = rng.choice(_ATTRACTORS)
+    gold = 1 if plural else 0
+    adjective = rng.choice(_ADJECTIVES)
+    return {"query": f"The {adjective} {subject} {attractor}", "choices": [f" {verb[0]}", f" {verb[1]}"], "gold": gold}
+
+
+def format_following(rng: random.Random) -> dict[str, Any]:
+    word = rng.choice(_WORDS)
+    kind = rng.choice(["upper", "lower", "reverse", "first"])
+    variants = {"upper": word.upper(), "lower": word, "reverse": word[::-1], "first": word[0],
+                "title": word.title()}
+    instruction = {"upper": "Write the word in capital letters", "lower": "Write the word in lowercase letters",
+                   "reverse": "Write the word backwards", "first": "Write only the first letter of the word"}[kind]
+    gold = variants[kind]
+    choices, g = _choices(rng, gold, [v for k, v in variants.items() if k != kind])
+    return {"query": f"{instruction}.\nWord: {word}\nAnswer:", "choices": [" " + c for c in choices], "gold": g}
+
+
+PROBES: dict[str, tuple[Callable[[random.Random], dict[str, Any]], float]] = {
+    "slm_arithmetic": (arithmetic, 0.25),
+    "slm_world_facts": (world_facts, 0.25),
+    "slm_agreement": (agreement, 0.5),
+    "slm_format": (format_following, 0.25),
+}
+
+_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{query}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{gold}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: {version}.0
+  generator: slm-lifecycle probes
+"""
+
+
+def items(task: str, n: int = N_ITEMS, seed: int = 0) -> list[dict[str, Any]]:
+    """The probe's items; the seed mixes in the probe's name so probes differ from each other."""
+    make, _ = PROBES[task]
+    rng = random.Random(f"{task}:{VERSION}:{seed}")
+    return [{"id": f"{task}-{i}", **make(rng)} for i in range(n)]
+
+
+def write_task(task: str, out: Path, seed: int = 0, n: int = N_ITEMS) -> None:
+    data = out / f"{task}.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in items(task, n, seed)), encoding="utf-8")
+    (out / f"{task}.yaml").write_text(_YAML.format(task=task, data=json.dumps(str(data)), version=VERSION))
