@@ -1,9 +1,9 @@
 """Built-in offline capability probes: seeded, versioned multiple-choice tasks the project generates itself.
 
-- ``slm_arithmetic``: two-operand addition/subtraction/multiplication, four numeric choices.
-- ``slm_world_facts``: recall a fact stated in a short passage about a synthetic world (four choices).
+- ``slm_arithmetic``: single-digit addition and subtraction, four numeric choices.
+- ``slm_world_facts``: recall a fact (town or trade) stated in a two-sentence passage about a synthetic world.
 - ``slm_agreement``: subject-verb agreement minimal pairs across an attractor ("The keys to the cabinet are").
-- ``slm_format``: follow a formatting instruction (upper/lower case, reverse, first letter, digits).
+- ``slm_sequence``: continue a sequence (arithmetic progressions, weekdays, months, number words, letters).
 
 Each writes ``{query, choices, gold}`` JSONL and an lm-eval YAML (acc, acc_norm), so probes run through
 the same engine as every other task. Chance level is 1/4 (1/2 for agreement).
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-VERSION = 1
+VERSION = 2
 N_ITEMS = 200
 
 _NAMES = ["Ada", "Bram", "Cleo", "Dov", "Edda", "Finn", "Gala", "Hugo", "Iris", "Jonas", "Kira", "Lev", "Mira",
@@ -31,10 +31,6 @@ _ADJECTIVES = ["old", "new", "small", "famous", "quiet", "broken", "young", "str
 _ATTRACTORS = ["near the cabinet", "by the old doors", "with the red stripes", "behind the tall trees",
                "from the small village", "next to the windows"]
 _VERBS = [("is", "are"), ("was", "were"), ("has", "have"), ("seems", "seem")]
-_WORDS = ["apple", "river", "garden", "pencil", "window", "silver", "market", "candle", "forest", "ladder",
-          "bottle", "castle", "dragon", "feather", "guitar", "harbor", "island", "jacket", "kettle", "lemon",
-          "meadow", "needle", "orange", "pepper", "rabbit", "saddle", "tunnel", "violin", "wallet", "yellow",
-          "anchor", "basket", "carpet", "dinner", "engine", "falcon", "goblet", "hammer", "insect", "jungle"]
 
 
 def _choices(rng: random.Random, gold: Any, distractors: list[Any]) -> tuple[list[str], int]:
@@ -44,23 +40,23 @@ def _choices(rng: random.Random, gold: Any, distractors: list[Any]) -> tuple[lis
 
 
 def arithmetic(rng: random.Random) -> dict[str, Any]:
-    a, b = rng.randint(2, 60), rng.randint(2, 40)
-    op = rng.choice(["+", "-", "*"])
-    val = a + b if op == "+" else a - b if op == "-" else a * b
-    wrong = [val + d for d in rng.sample([-10, -2, -1, 1, 2, 10, 3, -3], 6)]
+    a, b = rng.randint(1, 12), rng.randint(1, 12)
+    op = rng.choice(["+", "+", "-"]) if a > b else "+"
+    val = a + b if op == "+" else a - b
+    wrong = rng.sample([v for v in range(0, 25) if v != val], 3)
     choices, gold = _choices(rng, val, wrong)
     return {"query": f"Question: What is {a} {op} {b}?\nAnswer:", "choices": [" " + c for c in choices], "gold": gold}
 
 
 def world_facts(rng: random.Random) -> dict[str, Any]:
-    people = rng.sample(_NAMES, 4)
+    people = rng.sample(_NAMES, 2)
     towns, jobs = rng.sample(_TOWNS, 4), rng.sample(_JOBS, 4)
-    passage = " ".join(f"{p} is a {j} who lives in {t}." for p, t, j in zip(people, towns, jobs, strict=True))
-    k = rng.randrange(4)
+    passage = " ".join(f"{p} is a {j} who lives in {t}." for p, t, j in zip(people, towns, jobs, strict=False))
+    k = rng.randrange(2)
     if rng.random() < 0.5:
         q, gold, pool = f"Where does {people[k]} live?", towns[k], towns
     else:
-        q, gold, pool = f"Who is the {jobs[k]}?", people[k], people
+        q, gold, pool = f"What is {people[k]}'s job?", jobs[k], jobs
     choices, g = _choices(rng, gold, [x for x in pool if x != gold])
     return {"query": f"{passage}\nQuestion: {q}\nAnswer:", "choices": [" " + c for c in choices], "gold": g}
 
@@ -76,23 +72,34 @@ def agreement(rng: random.Random) -> dict[str, Any]:
     return {"query": f"The {adjective} {subject} {attractor}", "choices": [f" {verb[0]}", f" {verb[1]}"], "gold": gold}
 
 
-def format_following(rng: random.Random) -> dict[str, Any]:
-    word = rng.choice(_WORDS)
-    kind = rng.choice(["upper", "lower", "reverse", "first"])
-    variants = {"upper": word.upper(), "lower": word, "reverse": word[::-1], "first": word[0],
-                "title": word.title()}
-    instruction = {"upper": "Write the word in capital letters", "lower": "Write the word in lowercase letters",
-                   "reverse": "Write the word backwards", "first": "Write only the first letter of the word"}[kind]
-    gold = variants[kind]
-    choices, g = _choices(rng, gold, [v for k, v in variants.items() if k != kind])
-    return {"query": f"{instruction}.\nWord: {word}\nAnswer:", "choices": [" " + c for c in choices], "gold": g}
+_SEQUENCES = [["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+              ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+               "November", "December"],
+              ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"],
+              list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")]
+
+
+def sequence(rng: random.Random) -> dict[str, Any]:
+    """Continue a sequence: arithmetic progressions, or weekdays, months, number words, letters."""
+    if rng.random() < 0.5:
+        start, step = rng.randint(1, 30), rng.randint(1, 5)
+        terms = [str(start + i * step) for i in range(5)]
+        gold = str(start + 5 * step)
+        wrong = [str(start + 5 * step + d) for d in rng.sample([-2 * step, -step, step, 2 * step, 1, -1], 3)]
+    else:
+        seq = rng.choice(_SEQUENCES)
+        i = rng.randrange(0, len(seq) - 4)
+        terms, gold = seq[i: i + 4], seq[i + 4]
+        wrong = rng.sample([x for x in seq if x not in (gold, terms[-1])], 3)
+    choices, g = _choices(rng, gold, wrong)
+    return {"query": ", ".join(terms) + ",", "choices": [" " + c for c in choices], "gold": g}
 
 
 PROBES: dict[str, tuple[Callable[[random.Random], dict[str, Any]], float]] = {
     "slm_arithmetic": (arithmetic, 0.25),
     "slm_world_facts": (world_facts, 0.25),
     "slm_agreement": (agreement, 0.5),
-    "slm_format": (format_following, 0.25),
+    "slm_sequence": (sequence, 0.25),
 }
 
 _YAML = """task: {task}
