@@ -128,7 +128,7 @@ def _path_context(data: SiteData, p: dict[str, Any]) -> dict[str, Any]:
                  energy=(f"{n['energy_j']:.0f} J" if n.get("energy_j") is not None else "—"),
                  energy_est=method.startswith("estimated"))
         lineage.append(n)
-    runs = data.suite_runs.get((p.get("leaf_hash"), p["hardware_profile"]), [])
+    runs = data.suite_runs.get((str(p.get("leaf_hash")), p["hardware_profile"]), [])
     run = data.run_of_path.get(p["path_id"])
     env = (run or {}).get("environment") or {}
     return {"p": p, "page": page(p["path_id"]), "lineage": lineage, "metrics": data.metrics.get(p["path_id"], []), "run": run,
