@@ -101,8 +101,11 @@ class EnergyMeter:
     ``joules`` is None when no source works (the reason is in ``error``).
     """
 
-    def __init__(self, workdir: Path | None = None, measure_power_secs: float = 1.0):
+    def __init__(self, workdir: Path | None = None, measure_power_secs: float = 1.0, tracking_mode: str = "process"):
         self.workdir = workdir
+        # "process" attributes CPU power by this process's share of CPU time; "machine" counts every process,
+        # which on a shared machine charges the workload for its neighbours.
+        self.tracking_mode = tracking_mode
         self.measure_power_secs = measure_power_secs
         self.joules: float | None = None
         self.method = "none"
@@ -131,7 +134,7 @@ class EnergyMeter:
                 Path(self.workdir).mkdir(parents=True, exist_ok=True)  # codecarbon fails silently without it
             self._tracker = OfflineEmissionsTracker(
                 country_iso_code="USA", save_to_file=False, log_level="error",
-                measure_power_secs=self.measure_power_secs, tracking_mode="machine",
+                measure_power_secs=self.measure_power_secs, tracking_mode=self.tracking_mode,
                 output_dir=str(self.workdir) if self.workdir else ".",
             )
             self._tracker.start()
@@ -152,6 +155,6 @@ class EnergyMeter:
             self._tracker.stop()
             data = self._tracker.final_emissions_data
             self.joules = float(data.energy_consumed) * 3.6e6  # kWh -> J
-            self.method = f"estimated:codecarbon-{getattr(data, 'tracking_mode', 'machine')}-cpu_load"
+            self.method = f"estimated:codecarbon-{self.tracking_mode}-cpu_load"
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
