@@ -1,0 +1,1 @@
+"""The trust suite's parts: data readers, metric math and one module per dimension."""
