@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: dimensions failed: {json.dumps(errors, indent=1)}", file=sys.stderr)
     label = f"magnitude {args.sparsity:.0%}"
     print(f"model {args.model}, profile {args.profile}, seed {args.seed}, data {data_dir}, threads 1")
-    print(f"suite time: base {times['base']:.0f} s, pruned {times['pruned']:.0f} s (base not rescored)\n")
+    print(f"suite time: base {times['base']:.0f} s, pruned {times['pruned']:.0f} s (base not rescored)")
+    for name, res in results.items():
+        print(f"seconds per dimension ({name}): {res.settings.get('dimension_seconds')}")
+    print()
     print(table(results["base"].metrics, results["pruned"].metrics, label))
     if args.json:
         args.json.write_text(json.dumps({k: [dataclasses.asdict(m) for m in r.metrics] for k, r in results.items()},

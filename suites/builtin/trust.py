@@ -9,6 +9,7 @@ built-in set is used and the metric's ``method`` names it. Sizes per profile are
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,14 +37,14 @@ DIMENSIONS: dict[str, Callable[[Scorer, DimConfig], Outcome]] = {
     "calibration": calibration.run, "privacy": privacy.run, "consistency": consistency.run}
 # Items per dimension (privacy: canaries; PII prompts are twice as many). None: every item of the dataset.
 PROFILE_N: dict[str, dict[str, int | None]] = {
-    "quick": {"robustness": 24, "toxicity": 10, "bias": 40, "truthfulness": 16, "calibration": 60, "privacy": 4,
-              "consistency": 20},
+    "quick": {"robustness": 20, "toxicity": 8, "bias": 32, "truthfulness": 12, "calibration": 40, "privacy": 4,
+              "consistency": 16},
     "standard": {"robustness": 150, "toxicity": 50, "bias": 300, "truthfulness": 200, "calibration": 400,
                  "privacy": 10, "consistency": 150},
     "full": {"robustness": None, "toxicity": None, "bias": None, "truthfulness": None, "calibration": None,
              "privacy": 20, "consistency": None},
 }
-EXTRA = {"quick": {"k": 3, "m": 50}, "standard": {"k": 5, "m": 200}, "full": {"k": 25, "m": 1000}}
+EXTRA = {"quick": {"k": 3, "m": 40}, "standard": {"k": 5, "m": 200}, "full": {"k": 25, "m": 1000}}
 DEFAULT_BATCH = 8
 
 
@@ -86,6 +87,7 @@ def evaluate(handle: ModelHandle, plan: dict[str, Any]) -> Outcome:
         scorer = Scorer(handle)
         for name in plan["dimensions"]:
             cfg = DimConfig(plan["n"][name], plan["seed"], plan["data_dir"], plan["profile"])
+            start = time.perf_counter()
             try:
                 out = _run_dimension(name, scorer, cfg, plan["extra"])
             except UsageError:
@@ -96,6 +98,7 @@ def evaluate(handle: ModelHandle, plan: dict[str, Any]) -> Outcome:
             total.metrics += out.metrics
             total.samples += out.samples
             total.settings.update(out.settings)
+            total.settings.setdefault("dimension_seconds", {})[name] = round(time.perf_counter() - start, 2)
         total.settings["requests_scored"] = scorer.requests
     finally:
         handle.batch_size, handle._lm = saved
@@ -125,13 +128,12 @@ class TrustSuite(Suite):
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         plan = self.plan(ctx)
         found = evaluate(handle, plan)
-        if ctx.base is None:
+        own_base = ctx.base is None or ctx.base is handle or ctx.base.model is handle.model
+        if own_base:  # the node is its own base: its results serve its descendants in this process
             retention.remember(handle, plan, found.metrics)
-            base = None
-        else:
-            base = retention.base_metrics(ctx.base, plan, lambda: evaluate(ctx.base, plan).metrics)
+        base = None if own_base else retention.base_metrics(ctx.base, plan, lambda: evaluate(ctx.base, plan).metrics)
         settings = {**found.settings, **{k: v for k, v in plan.items() if k != "data_dir"},
                     "data_dir": str(plan["data_dir"]) if plan["data_dir"] else None,
-                    "base": "self" if ctx.base is None else repr(ctx.base)}
+                    "base": "self" if own_base else repr(ctx.base)}
         return SuiteResult(metrics=found.metrics + retention.ratios(found.metrics, base), samples=found.samples,
                            settings=settings)

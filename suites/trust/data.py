@@ -25,11 +25,16 @@ def resolve_data_dir(option: Any, ctx_dir: Path | None) -> Path | None:
 
 
 def subsample(items: list[Any], n: int | None, seed: int, tag: str) -> list[Any]:
-    """A fixed-seed subsample of ``n`` items in their original order (all of them if ``n`` is None)."""
+    """A fixed-seed subsample of ``n`` items in their original order (all of them if ``n`` is None).
+
+    The subsample is the first ``n`` of one seeded permutation, so a smaller ``n`` gives a subset of a larger
+    one: dimensions that read the same items at different sizes share their scored prompts.
+    """
     if n is None or len(items) <= n:
         return items
-    idx = sorted(random.Random(f"{tag}:{seed}").sample(range(len(items)), n))
-    return [items[i] for i in idx]
+    order = list(range(len(items)))
+    random.Random(f"{tag}:{seed}").shuffle(order)
+    return [items[i] for i in sorted(order[:n])]
 
 
 def _jsonl(path: Path) -> list[Item]:

@@ -1,8 +1,8 @@
 """Robustness: accuracy drop of multiple-choice items under seeded input perturbations.
 
-Each item is asked with its choices listed (so the order of the choices can matter), once clean and once
-per perturbation: ``typos`` (adjacent swaps, drops), ``casing`` (word case flips), ``whitespace`` (extra
-spaces, tabs, newlines), ``distractor`` (an irrelevant sentence first) and ``shuffle`` (choices reordered).
+Each item is asked once clean and once per perturbation: ``typos`` (adjacent swaps, drops), ``casing``
+(word case flips), ``whitespace`` (extra spaces, tabs, newlines), ``distractor`` (an irrelevant sentence
+first) and ``shuffle`` (choices reordered, listed in the prompt so that their order can matter).
 A perturbation's drop is the paired mean of ``correct_clean - correct_perturbed`` over items.
 """
 
@@ -68,35 +68,48 @@ def variant(item: dict, kind: str, seed: int) -> tuple[str, list[str], int]:
     return question, list(item["choices"]), item["gold"]
 
 
+def _scored(scorer: Scorer, items: list[dict], variants: list[tuple[str, list[str], int]], listed: bool) -> list:
+    prompts = [(mc.listed_prompt(q, ch) if listed else mc.plain_prompt(q), ch) for q, ch, _ in variants]
+    res = mc.score_many(scorer, prompts)
+    return [(float(r.pred == g), r, q, ch, g) for r, (q, ch, g) in zip(res, variants, strict=True)]
+
+
 def run(scorer: Scorer, cfg: DimConfig) -> Outcome:
-    """Clean accuracy, accuracy under each perturbation, drops, and the mean drop over perturbations."""
+    """Clean accuracy, accuracy under each perturbation, paired drops, and the mean drop over perturbations.
+
+    Text perturbations use lm-eval's ARC prompt (choices not listed); ``shuffle`` lists the choices in the
+    prompt and is paired with the same listed prompt in the original order.
+    """
     items, source = data.mc_items(cfg.data_dir, cfg.n, cfg.seed)
-    method = f"loglikelihood-mc:{source}:listed-choices"
-    clean = mc.score_many(scorer, [(mc.listed_prompt(it["question"], it["choices"]), it["choices"]) for it in items])
-    base = [float(r.pred == it["gold"]) for r, it in zip(clean, items, strict=True)]
+    method = f"loglikelihood-mc:{source}"
+    clean = [(it["question"], list(it["choices"]), it["gold"]) for it in items]
+    base = {listed: _scored(scorer, items, clean, listed) for listed in (False, True)}
     out = Outcome(settings={"robustness_source": source})
-    mean, se = mean_stderr(base)
+    hits0 = [h for h, *_ in base[False]]
+    mean, se = mean_stderr(hits0)
     out.metrics.append(metric(TASK, "acc_clean", mean, se, len(items), "fraction", True, method))
-    drops_per_item = [0.0] * len(items)
+    mean_drop = [0.0] * len(items)
     for kind in KINDS:
-        variants = [variant(it, kind, cfg.seed) for it in items]
-        res = mc.score_many(scorer, [(mc.listed_prompt(q, ch), ch) for q, ch, _ in variants])
-        hits = [float(r.pred == g) for r, (_, _, g) in zip(res, variants, strict=True)]
-        drops = [b - h for b, h in zip(base, hits, strict=True)]
-        drops_per_item = [a + d / len(KINDS) for a, d in zip(drops_per_item, drops, strict=True)]
+        listed = kind == "shuffle"
+        scored = _scored(scorer, items, [variant(it, kind, cfg.seed) for it in items], listed)
+        hits = [h for h, *_ in scored]
+        drops = [b - h for (b, *_), h in zip(base[listed], hits, strict=True)]
+        mean_drop = [a + d / len(KINDS) for a, d in zip(mean_drop, drops, strict=True)]
+        how = f"{method}:{'listed-choices' if listed else 'arc-prompt'}"
         m, s = mean_stderr(hits)
-        out.metrics.append(metric(TASK, f"acc_{kind}", m, s, len(items), "fraction", True, method))
+        out.metrics.append(metric(TASK, f"acc_{kind}", m, s, len(items), "fraction", True, how))
         m, s = mean_stderr(drops)
-        out.metrics.append(metric(TASK, f"drop_{kind}", m, s, len(items), "fraction", False, f"paired-diff:{method}"))
+        out.metrics.append(metric(TASK, f"drop_{kind}", m, s, len(items), "fraction", False, f"paired-diff:{how}",
+                                  clean_acc=mean_stderr([b for b, *_ in base[listed]])[0]))
         out.samples += [sample(f"{TASK}/{kind}", it["id"], correct=bool(h), score=h, loglikelihoods=r.logprobs,
                                prediction=f"{q} -> {ch[r.pred]}", target=ch[g])
-                        for it, h, r, (q, ch, g) in zip(items, hits, res, variants, strict=True)]
-    m, s = mean_stderr(drops_per_item)
+                        for it, (h, r, q, ch, g) in zip(items, scored, strict=True)]
+    m, s = mean_stderr(mean_drop)
     out.metrics.append(metric(TASK, "acc_drop", m, s, len(items), "fraction", False, f"paired-diff:{method}",
                               perturbations=list(KINDS)))
     out.metrics.append(metric(TASK, "acc_perturbed", mean - m, s, len(items), "fraction", True, method,
                               note="clean accuracy minus the mean drop over perturbations"))
-    out.samples += [sample(f"{TASK}/clean", it["id"], correct=bool(b), score=b, loglikelihoods=r.logprobs,
-                           prediction=it["choices"][r.pred], target=it["choices"][it["gold"]])
-                    for it, b, r in zip(items, base, clean, strict=True)]
+    out.samples += [sample(f"{TASK}/clean", it["id"], correct=bool(h), score=h, loglikelihoods=r.logprobs,
+                           prediction=ch[r.pred], target=ch[g]) for it, (h, r, _, ch, g) in zip(items, base[False],
+                                                                                                strict=True)]
     return out

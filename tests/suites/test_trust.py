@@ -9,6 +9,7 @@ import random
 import pytest
 
 from adapters.errors import UsageError
+from adapters.handle import LineageStep
 from suites.base import SuiteContext
 from suites.trust import data, metrics, privacy, retention, robustness, toxicity
 from suites.trust.common import metric
@@ -162,18 +163,25 @@ def test_suite_on_builtin_data(tiny_handle, tmp_path):
     assert result.samples and all(s.sample_id for s in result.samples)
 
 
-def test_suite_on_real_data_with_retention_against_a_base(tiny_handle, tiny, tmp_path, benchmarks_dir):
+def test_suite_on_real_data_with_retention_against_a_base(tiny_handle, tiny, tmp_path, benchmarks_dir, monkeypatch):
     import torch
 
+    from suites.builtin import trust
+
+    calls = []
+    evaluate = trust.evaluate
+    monkeypatch.setattr(trust, "evaluate", lambda h, plan: calls.append(h) or evaluate(h, plan))
     base = _run(tiny_handle, tmp_path, benchmarks_dir)
     _check_complete(base, {"bias/bbq", "bias/crows_pairs"})
     assert all(m.value == 1.0 for m in base.metrics if m.name.startswith("retention_"))
+    torch.manual_seed(0)
     with torch.no_grad():
         for p in tiny.model.parameters():
             if p.dim() == 2:
                 p.mul_(torch.rand_like(p) > 0.5)
-    path = _run(tiny, tmp_path, benchmarks_dir, base=tiny_handle)
-    assert path.settings["requests_scored"] > 0
+    pruned = tiny.derive(LineageStep("test.random_zeros", params={"fraction": 0.5}))
+    path = _run(pruned, tmp_path, benchmarks_dir, base=tiny_handle)
+    assert calls == [tiny_handle, pruned]  # the base's results came from the cache, not a second scoring
     by = {(m.task, m.name): m for m in path.metrics}
     base_by = {(m.task, m.name): m for m in base.metrics}
     mc2 = by[("truthfulness", "retention_mc2")]
