@@ -66,7 +66,8 @@ def load_path_data(con: duckdb.DuckDBPyConnection, path_id: str, with_raw: bool 
 
 
 def _is_accuracy(metric: str) -> bool:
-    return metric.startswith(("acc", "exact_match")) or metric in ("mc1", "correct")
+    """Metrics whose per-item outcome is the task's ``correct`` flag (other metrics record their own)."""
+    return metric == "acc" or metric.startswith("exact_match") or metric in ("mc1", "correct")
 
 
 def compare_metric(key: Key, a: PathData, b: PathData, seed: int = 0) -> dict[str, Any]:
@@ -92,9 +93,13 @@ def compare_metric(key: Key, a: PathData, b: PathData, seed: int = 0) -> dict[st
 def _test(key: Key, a: PathData, b: PathData, seed: int) -> stats.TestResult:
     suite, task, metric = key
     if suite in PAIRED_SUITES:
-        ca, cb = a.correct.get((suite, task), {}), b.correct.get((suite, task), {})
+        own = (suite, f"{task}#{metric}")  # per-item outcomes recorded for this very metric
+        if own in a.correct and own in b.correct:
+            ca, cb = a.correct[own], b.correct[own]
+        else:
+            ca, cb = a.correct.get((suite, task), {}), b.correct.get((suite, task), {})
         common = sorted(ca.keys() & cb.keys())
-        if common and _is_accuracy(metric):
+        if common and (_is_accuracy(metric) or own in a.correct):
             return stats.mcnemar_exact([ca[i] for i in common], [cb[i] for i in common])
         sa, sb = a.scores.get((suite, task), {}), b.scores.get((suite, task), {})
         common = sorted(sa.keys() & sb.keys())

@@ -165,4 +165,10 @@ def _samples(task: str, logged: list[dict[str, Any]]) -> list[SampleRecord]:
         pred = None if lls else str(resps[0]) if resps else None
         out.append(SampleRecord("quality", task, str(s["doc_id"]), None if score is None else score >= 1.0,
                                 score, lls, pred, str(s.get("target"))))
+        # other per-item 0/1 metrics (acc_norm ...) get their own records, "<task>#<metric>", so paired tests
+        # of those metrics use their own outcomes
+        for key in ("acc_norm", "acc_mutual_info"):
+            if isinstance(s.get(key), int | float):
+                out.append(SampleRecord("quality", f"{task}#{key}", str(s["doc_id"]), float(s[key]) >= 1.0,
+                                        float(s[key])))
     return out

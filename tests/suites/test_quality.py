@@ -35,6 +35,10 @@ def test_random_model_is_at_chance_and_runs_are_identical(tiny_handle, tmp_path)
         assert m.n == 50 and m.method.startswith("lm-eval")
         assert abs(m.value - chance) < 3.5 * math.sqrt(chance * (1 - chance) / m.n), (task, m.value)
     assert sum(1 for s in res.samples if s.task == "slm_agreement") == 50
+    norm = {s.sample_id: s.correct for s in res.samples if s.task == "slm_agreement#acc_norm"}
+    assert len(norm) == 50  # acc_norm keeps its own per-item outcomes for paired tests
+    acc_norm = next(m for m in res.metrics if (m.task, m.name) == ("slm_agreement", "acc_norm"))
+    assert sum(norm.values()) / 50 == pytest.approx(acc_norm.value)
     again = _run(tiny_handle, tmp_path / "b")
     assert [(m.task, m.name, m.value, m.stderr) for m in again.metrics] == \
            [(m.task, m.name, m.value, m.stderr) for m in res.metrics]
