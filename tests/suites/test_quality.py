@@ -48,7 +48,7 @@ def test_local_benchmark_from_data_dir(tiny_handle, tmp_path, benchmarks_dir):
     res = _run(tiny_handle, tmp_path, tasks=["arc_easy"], data_dir=str(benchmarks_dir), limit=10)
     names = {m.name for m in res.metrics}
     assert names == {"acc", "acc_norm"} and all(m.n == 10 for m in res.metrics)
-    assert all(len(s.loglikelihoods) >= 3 for s in res.samples)
+    assert all(len(s.loglikelihoods) >= 3 for s in res.samples if s.task == "arc_easy")
 
 
 def test_missing_data_names_the_files(tiny_handle, tmp_path):
