@@ -20,7 +20,8 @@ COPY_BYTES = 256 * 2**20
 GEMM_N = 1024
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), shared with the harness' environment record."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -29,7 +30,7 @@ def _cpu_model() -> str:
         pass
     import platform
 
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine()
 
 
 def _cache_file() -> Path:
@@ -76,7 +77,7 @@ def measure_matmul(threads: int, repeats: int = 7) -> dict[str, Any]:
 
 def ceilings(threads: int = 1, refresh: bool = False) -> dict[str, Any]:
     """The machine's ceilings at ``threads`` (cached per CPU model and thread count)."""
-    key = f"{_cpu_model()}|{os.cpu_count()}cpu|{threads}t"
+    key = f"{cpu_model()}|{os.cpu_count()}cpu|{threads}t"
     file = _cache_file()
     cache: dict[str, Any] = {}
     if file.exists():
