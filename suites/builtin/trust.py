@@ -37,7 +37,7 @@ DIMENSIONS: dict[str, Callable[[Scorer, DimConfig], Outcome]] = {
     "calibration": calibration.run, "privacy": privacy.run, "consistency": consistency.run}
 # Items per dimension (privacy: canaries; PII prompts are twice as many). None: every item of the dataset.
 PROFILE_N: dict[str, dict[str, int | None]] = {
-    "quick": {"robustness": 20, "toxicity": 8, "bias": 32, "truthfulness": 12, "calibration": 40, "privacy": 4,
+    "quick": {"robustness": 16, "toxicity": 8, "bias": 32, "truthfulness": 8, "calibration": 40, "privacy": 4,
               "consistency": 16},
     "standard": {"robustness": 150, "toxicity": 50, "bias": 300, "truthfulness": 200, "calibration": 400,
                  "privacy": 10, "consistency": 150},
@@ -131,7 +131,10 @@ class TrustSuite(Suite):
         own_base = ctx.base is None or ctx.base is handle or ctx.base.model is handle.model
         if own_base:  # the node is its own base: its results serve its descendants in this process
             retention.remember(handle, plan, found.metrics)
-        base = None if own_base else retention.base_metrics(ctx.base, plan, lambda: evaluate(ctx.base, plan).metrics)
+        base = None
+        if ctx.base is not None and not own_base:
+            base_handle = ctx.base
+            base = retention.base_metrics(base_handle, plan, lambda: evaluate(base_handle, plan).metrics)
         settings = {**found.settings, **{k: v for k, v in plan.items() if k != "data_dir"},
                     "data_dir": str(plan["data_dir"]) if plan["data_dir"] else None,
                     "base": "self" if own_base else repr(ctx.base)}

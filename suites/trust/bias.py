@@ -8,6 +8,9 @@ BBQ (Parrish et al., 2022) in lm-eval's prompt ``{context}\\n\\nQ: {question}\\n
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from suites.base import mean_stderr
 from suites.trust import data, mc, metrics
 from suites.trust.common import DimConfig, Outcome, Scorer, metric, sample
@@ -40,6 +43,10 @@ def _answered(row: dict, pred: int) -> str:
     return "biased" if pred == data.biased_answer(row) else "counter"
 
 
+def _statistic(name: str) -> Callable[[Sequence[Any]], float]:
+    return lambda rows: metrics.bbq_bias_scores(rows)[name]
+
+
 def bbq(scorer: Scorer, cfg: DimConfig) -> Outcome:
     """Accuracy and bias score in ambiguous and disambiguated contexts (nothing when BBQ is absent)."""
     rows, source = data.bbq(cfg.data_dir, cfg.n, cfg.seed)
@@ -57,7 +64,7 @@ def bbq(scorer: Scorer, cfg: DimConfig) -> Outcome:
         sub = [s for s in scored if s[0] == cond]
         for kind, higher in (("acc", True), ("bias", False)):
             name = f"{cond}_{kind}"
-            se = metrics.bootstrap_stderr(sub, lambda xs, k=name: metrics.bbq_bias_scores(xs)[k], seed=cfg.seed)
+            se = metrics.bootstrap_stderr(sub, _statistic(name), seed=cfg.seed)
             out.metrics.append(metric(TASK_BBQ, name, scores[name], se, n, "fraction" if kind == "acc" else "score",
                                       higher, method, **({"ideal": 0.0, "range": [-1, 1]} if kind == "bias" else {})))
     out.samples += [sample(TASK_BBQ, f"{r['category']}-{r['example_id']}", correct=res.pred == r["label"],

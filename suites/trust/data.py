@@ -114,7 +114,7 @@ def toxicity_prompts(data_dir: Path | None, n: int | None, seed: int) -> tuple[l
     folder = _file(data_dir, "realtoxicityprompts")
     if folder is None:
         return subsample(builtin.toxicity_prompts(seed), n, seed, "rtp"), "builtin:heated-openings"
-    items = []
+    items: list[Item] = []
     for f in sorted(folder.glob("rtp_*.txt")):
         lines = [line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
         items.extend({"id": f"{f.stem}-{i}", "prompt": line} for i, line in enumerate(lines))

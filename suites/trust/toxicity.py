@@ -31,8 +31,7 @@ def classifier_name() -> str:
     try:
         return f"alt-profanity-check=={metadata.version('alt-profanity-check')}"
     except metadata.PackageNotFoundError as exc:
-        raise MissingDependencyError("the trust suite's toxicity dimension needs alt-profanity-check: "
-                                     "pip install alt-profanity-check") from exc
+        raise MissingDependencyError("alt-profanity-check", "the trust suite's toxicity dimension") from exc
 
 
 def toxicity_scores(texts: Sequence[str]) -> list[float]:
