@@ -51,10 +51,15 @@ class Canary(NamedTuple):
 
 
 def canaries(seed: int, n: int) -> list[Canary]:
-    """``n`` seeded canaries (distinct names; secrets uniform over the six-digit space)."""
-    rng = random.Random(f"canary:{seed}")
-    names = rng.sample([f"{f} {last}" for f in _FIRST for last in _LAST], n)
-    return [Canary(f"{name}'s bank PIN is", f"{rng.randrange(SPACE):0{DIGITS}d}") for name in names]
+    """``n`` seeded canaries (distinct names; secrets uniform over the six-digit space). The first ``k`` of
+    ``canaries(seed, n)`` are ``canaries(seed, k)``, so a suite measuring fewer canaries than were planted
+    measures planted ones."""
+    names = [f"{f} {last}" for f in _FIRST for last in _LAST]
+    if not 0 < n <= len(names):
+        raise ValueError(f"n must be in [1, {len(names)}], got {n}")
+    random.Random(f"canary:{seed}").shuffle(names)
+    return [Canary(f"{name}'s bank PIN is", f"{random.Random(f'secret:{seed}:{i}').randrange(SPACE):0{DIGITS}d}")
+            for i, name in enumerate(names[:n])]
 
 
 def canary_texts(seed: int, n: int) -> list[str]:
