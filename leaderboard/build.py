@@ -63,12 +63,12 @@ def build_site(db: str | Path, out: str | Path) -> Path:
     suite_tpl = env.get_template("suite.html")
     names = {p["path_id"]: p for p in data.paths}
     for suite in data.suites:
-        rows = [{**m, "page": page(pid), "path_name": names[pid]["path_name"],
-                 "hardware_profile": names[pid]["hardware_profile"]}
+        rows = [[page(pid), names[pid]["path_name"], names[pid]["hardware_profile"], m["task"], m["metric"],
+                 m["value"], m["stderr"], m["n"], m["unit"], m["higher_is_better"], m["method"], m["is_estimate"]]
                 for pid, ms in data.metrics.items() if pid in names for m in ms if m["suite"] == suite]
-        rows.sort(key=lambda r: (r["task"], r["metric"], r["path_name"]))
-        _write(out / "suites" / f"{suite}.html", suite_tpl.render(root="../", title=suite, suite=suite, rows=rows,
-                                                                  **common))
+        rows.sort(key=lambda r: (r[3], r[4], r[1]))
+        _write(out / "suites" / f"{suite}.html", suite_tpl.render(root="../", title=suite, suite=suite,
+                                                                  data_json=safe_json({"rows": rows}), **common))
     return out
 
 

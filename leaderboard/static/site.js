@@ -119,4 +119,34 @@ function initCompare() {
   b.addEventListener("change", render);
   render();
 }
-document.addEventListener("DOMContentLoaded", () => { initOverview(); initCompare(); });
+function initSuite() {
+  const data = readData("suite-data");
+  if (!data) return;
+  const input = document.getElementById("f-suite"), more = document.getElementById("suite-more");
+  let limit = 1000;
+  function render() {
+    const q = input.value.toLowerCase();
+    // rows: [page, path, hardware, task, metric, value, stderr, n, unit, higher_is_better, method, estimate]
+    const shown = data.rows.filter(r => !q || (r[1] + " " + r[3] + " " + r[4]).toLowerCase().includes(q));
+    const tbody = document.querySelector("#suite-table tbody");
+    tbody.replaceChildren();
+    shown.slice(0, limit).forEach(r => {
+      const tr = document.createElement("tr");
+      const a = document.createElement("a");
+      a.href = "../paths/" + r[0] + ".html";
+      a.textContent = r[1];
+      cell(tr, "").appendChild(a);
+      cell(tr, r[2]); cell(tr, r[3]); cell(tr, r[4] + (r[9] ? " ↑" : " ↓"));
+      cell(tr, (r[11] ? "~" : "") + fmt(r[5]), "num" + (r[11] ? " est" : ""));
+      cell(tr, r[6] === null ? "—" : fmtErr(r[6]), "num");
+      cell(tr, String(r[7]), "num"); cell(tr, r[8]); cell(tr, r[10], "muted");
+      tbody.appendChild(tr);
+    });
+    document.getElementById("suite-count").textContent = shown.length + " rows";
+    more.style.display = shown.length > limit ? "" : "none";
+  }
+  input.addEventListener("input", render);
+  more.addEventListener("click", () => { limit += 1000; render(); });
+  render();
+}
+document.addEventListener("DOMContentLoaded", () => { initOverview(); initCompare(); initSuite(); });

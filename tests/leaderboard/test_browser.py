@@ -72,5 +72,9 @@ def test_site_in_chromium(driver, tmp_path):
     assert driver.find_elements(By.CSS_SELECTOR, "circle.front")
     driver.get((site / "compare.html").as_uri() + "?a=p-path-0&b=p-path-4")
     assert driver.find_elements(By.CSS_SELECTOR, "#comparison tbody tr")
+    driver.get((site / "suites" / "quality.html").as_uri())
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#suite-table tbody tr")) == 5
+    driver.find_element(By.ID, "f-suite").send_keys("path-3")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#suite-table tbody tr")) == 1
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
