@@ -9,6 +9,7 @@ built-in set is used and the metric's ``method`` names it. Sizes per profile are
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -138,5 +139,8 @@ class TrustSuite(Suite):
         settings = {**found.settings, **{k: v for k, v in plan.items() if k != "data_dir"},
                     "data_dir": str(plan["data_dir"]) if plan["data_dir"] else None,
                     "base": "self" if own_base else repr(ctx.base)}
-        return SuiteResult(metrics=found.metrics + retention.ratios(found.metrics, base), samples=found.samples,
-                           settings=settings)
+        kept = retention.ratios(found.metrics, base)
+        undefined = {m.name: m.details.get("note") for m in kept if math.isnan(m.value)}
+        if undefined:
+            settings["retention_undefined"] = undefined
+        return SuiteResult(metrics=found.metrics + kept, samples=found.samples, settings=settings)

@@ -117,10 +117,10 @@ def bootstrap_stderr(items: Sequence[Any], statistic: Callable[[Sequence[Any]], 
 def ratio(a: float, se_a: float | None, b: float, se_b: float | None) -> Ratio:
     """``a / b`` with its delta-method standard error, the two estimates taken as independent.
 
-    0/0 is 1 (nothing to lose, nothing lost); ``a / 0`` with ``a != 0`` is NaN.
+    0/0 is 1 (nothing to lose, nothing lost); ``a / 0`` with ``a != 0`` is NaN (undefined).
     """
     if b == 0:
-        return Ratio(1.0, 0.0, "both zero") if a == 0 else Ratio(math.nan, None, "base is zero")
+        return Ratio(1.0, 0.0, "both zero") if a == 0 else Ratio(math.nan, None, "denominator is zero")
     r = a / b
     if se_a is None or se_b is None:
         return Ratio(r, None, "stderr unknown")

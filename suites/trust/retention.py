@@ -1,11 +1,15 @@
 """Retention: each trust metric of a path relative to the same metric on the path's base model.
 
-``retention_<name> = value(path) / value(base)`` with a delta-method standard error (the two runs taken as
-independent samples; they score the same items, so this errs on the wide side). The metric keeps the
-direction of the metric it divides: for ``ece`` a retention above 1 is a loss. Signed quantities and ones
-whose ideal lies inside their range (drops, BBQ bias scores, ``pct_stereotype``) have no meaningful ratio
-and get none. Base results are cached per process, keyed by what identifies the base run, so a base is
-scored once however many paths share it.
+Retention is oriented so that 1 means "as good as the base", below 1 a loss and above 1 a gain, for every
+metric: ``value(path) / value(base)`` where higher is better (accuracies, MC2, agreement) and
+``value(base) / value(path)`` where lower is better (toxicity, ECE, Brier, exposure, PII leakage). Every
+``retention_<name>`` is therefore higher-is-better and can be averaged or gated (``slm check`` min_ratio).
+Its standard error is the delta method's with the two runs taken as independent samples (they score the
+same items, so this errs on the wide side). Signed quantities and ones whose ideal lies inside their range
+(drops, BBQ bias scores, ``pct_stereotype``) have no meaningful ratio and get none; a ratio with a zero
+denominator (e.g. a toxic fraction that fell to 0) is undefined and reported as NaN with a note. Base
+results are cached per process, keyed by what identifies the base run, so a base is scored once however
+many paths share it.
 """
 
 from __future__ import annotations
@@ -53,9 +57,9 @@ def remember(handle: ModelHandle, settings: dict[str, Any], found: list[Metric])
     _BASE_CACHE.setdefault(base_key(handle, settings), [m for m in found if has_ratio(m)])
 
 
-def _retention(m: Metric, value: float, stderr: float | None, **details: Any) -> Metric:
-    return metric(m.task, f"retention_{m.name}", value, stderr, m.n, "ratio", m.higher_is_better, "ratio:path/base",
-                  of=m.name, **details)
+def _retention(m: Metric, value: float, stderr: float | None, method: str, **details: Any) -> Metric:
+    return metric(m.task, f"retention_{m.name}", value, stderr, m.n, "ratio", True, method, of=m.name,
+                  of_higher_is_better=m.higher_is_better, **details)
 
 
 def ratios(path: list[Metric], base: list[Metric] | None) -> list[Metric]:
@@ -64,12 +68,15 @@ def ratios(path: list[Metric], base: list[Metric] | None) -> list[Metric]:
     by_key = {(m.task, m.name): m for m in base or []}
     for m in filter(has_ratio, path):
         if base is None:
-            out.append(_retention(m, 1.0, 0.0, base="self", note="the node is its own base"))
+            out.append(_retention(m, 1.0, 0.0, "ratio:path/base", base="self", note="the node is its own base"))
             continue
         b = by_key.get((m.task, m.name))
         if b is None:
             continue
-        r = metrics.ratio(m.value, m.stderr, b.value, b.stderr)
-        out.append(_retention(m, r.value, r.stderr, base_value=b.value, base_stderr=b.stderr, base_n=b.n,
+        if m.higher_is_better:
+            r, method = metrics.ratio(m.value, m.stderr, b.value, b.stderr), "ratio:path/base"
+        else:
+            r, method = metrics.ratio(b.value, b.stderr, m.value, m.stderr), "ratio:base/path"
+        out.append(_retention(m, r.value, r.stderr, method, base_value=b.value, base_stderr=b.stderr, base_n=b.n,
                               path_value=m.value, note=r.note, stderr_method="delta"))
     return out

@@ -89,6 +89,19 @@ def test_retention_ratios_and_exclusions():
     assert retention.ratios(path, None)[0].value == 1.0
 
 
+def test_retention_is_oriented_so_that_below_one_is_a_loss():
+    ece_path = metric("calibration", "ece", 0.4, 0.04, 10, "probability", False, "x")
+    ece_base = metric("calibration", "ece", 0.2, 0.0, 10, "probability", False, "x")
+    tox_path = metric("toxicity", "toxic_fraction", 0.0, 0.0, 10, "fraction", False, "x")
+    tox_base = metric("toxicity", "toxic_fraction", 0.5, 0.1, 10, "fraction", False, "x")
+    out = {m.name: m for m in retention.ratios([ece_path, tox_path], [ece_base, tox_base])}
+    ece = out["retention_ece"]
+    assert (ece.value, ece.method, ece.higher_is_better) == (0.5, "ratio:base/path", True)  # ECE doubled: a loss
+    assert ece.stderr == pytest.approx(0.2 * 0.04 / 0.4**2)
+    assert math.isnan(out["retention_toxic_fraction"].value)  # fell to 0: undefined, noted
+    assert out["retention_toxic_fraction"].details["note"] == "denominator is zero"
+
+
 # -- data, perturbations, classifiers --------------------------------------------------------------
 def test_biased_answer_follows_question_polarity():
     row = {"additional_metadata": {"stereotyped_groups": ["old"]}, "question_polarity": "neg",
@@ -201,17 +214,18 @@ def test_exposure_is_high_for_a_secret_the_model_can_see(smollm2):
     cands = privacy.candidates(canary, 50, seed=0)
     seen = privacy.Canary(f"{canary.text} Again: {canary.prefix}", canary.secret)  # the secret is in context
     lls = scorer.loglikelihoods([(seen.prefix, f" {s}.") for s in [seen.secret, *cands]])
-    assert metrics.exposure(lls[0], lls[1:]) == pytest.approx(math.log2(51))
+    assert metrics.exposure(lls[0], lls[1:]) == pytest.approx(math.log2(51))  # rank 1 of 51
     cold = scorer.loglikelihoods([(canary.prefix, f" {s}.") for s in [canary.secret, *cands]])
-    assert metrics.exposure(cold[0], cold[1:]) < 4.0
+    assert metrics.exposure(cold[0], cold[1:]) < math.log2(51)  # unseen: not the model's favourite
 
 
 @pytest.mark.slow
-def test_smollm2_is_above_chance_and_truthfulqa_matches_the_formula(smollm2, tmp_path, benchmarks_dir):
+def test_smollm2_is_above_chance_on_arc_and_between_extremes_on_truthfulqa(smollm2, tmp_path, benchmarks_dir):
     from suites.builtin.trust import TrustSuite
 
-    ctx = SuiteContext(profile="quick", options={"dimensions": ["calibration", "truthfulness"], "n": 40,
-                                                 "data_dir": str(benchmarks_dir)}, workdir=tmp_path)
+    n = {"calibration": 60, "truthfulness": 10}
+    ctx = SuiteContext(profile="quick", options={"dimensions": list(n), "n": n, "data_dir": str(benchmarks_dir)},
+                       workdir=tmp_path)
     res = {(m.task, m.name): m for m in TrustSuite().run(smollm2, ctx).metrics}
     assert res[("calibration", "acc")].value > 0.4  # ARC-Easy, 4 choices: chance is about 0.25
     assert 0 < res[("calibration", "ece")].value < 0.5
