@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from leaderboard.data import SiteData, load
 from leaderboard.pareto import Point, svg
@@ -26,7 +26,7 @@ COSTS = (("decode_tps", "decode tokens/s (batch 1)", True), ("ttft_s", "time to 
 
 
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(["html"]))
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     env.globals["fmt"] = fmt
     return env
 
