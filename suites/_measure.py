@@ -2,9 +2,10 @@
 
 - :func:`describe`: n, mean, stdev, CV and percentiles of repeated observations.
 - :func:`repeat_until`: warm-up, then repeat until both a minimum count and a minimum duration are reached.
+- :func:`option`: a suite option from the profile or the spec, validated (bad values name field and range).
 - :class:`PeakRSS`: resident memory sampled from a background thread (children included).
-- :class:`EnergyMeter`: RAPL where the machine has it (measured), else codecarbon's offline CPU-load
-  estimate (estimated); its ``method`` says which.
+- :class:`EnergyMeter`: energy of a window, from RAPL or NVML where the machine has them (measured), else
+  codecarbon's offline estimate (estimated); its ``method`` says which.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+from adapters.errors import UsageError
+
+POWERCAP = Path("/sys/class/powercap")
+RAPL = POWERCAP / "intel-rapl:0" / "energy_uj"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -42,6 +46,11 @@ def describe(values: list[float]) -> dict[str, float]:
     }
 
 
+def none_if_nan(x: float) -> float | None:
+    """``None`` for NaN (no uncertainty computable), else ``x``."""
+    return None if x != x else x
+
+
 def repeat_until(fn: Callable[[], Any], min_repeats: int, min_duration_s: float, warmup: int = 1,
                  max_repeats: int = 1000, clock: Callable[[], float] = time.perf_counter) -> list[Any]:
     """Call ``fn`` ``warmup`` times (discarded), then until ``min_repeats`` calls AND ``min_duration_s``
@@ -52,6 +61,38 @@ def repeat_until(fn: Callable[[], Any], min_repeats: int, min_duration_s: float,
     start = clock()
     while len(out) < max_repeats and (len(out) < min_repeats or clock() - start < min_duration_s):
         out.append(fn())
+    return out
+
+
+def option(suite: str, options: dict[str, Any], defaults: dict[str, Any], key: str, minimum: float,
+           kind: type = int, is_list: bool = False) -> Any:
+    """``options[key]`` (else ``defaults[key]``), checked to be a ``kind`` (or a non-empty list of them) >= minimum.
+
+    Raises:
+        UsageError: naming ``suite.key``, the value and what is allowed.
+    """
+    value = options.get(key, defaults[key])
+    items = value if is_list else [value]
+    ok_type = (int, float) if kind is float else (int,)
+    valid = isinstance(items, list) and bool(items) and all(
+        isinstance(v, ok_type) and not isinstance(v, bool) and v >= minimum for v in items)
+    if not valid:
+        what = f"{'an integer' if kind is int else 'a number'} >= {minimum:g}"
+        allowed = f"a non-empty list of {what.removeprefix('an ').removeprefix('a ')}s" if is_list else what
+        raise UsageError(f"{suite}.{key}: {value!r} is not allowed (allowed: {allowed})")
+    return value
+
+
+def proc_status(pid: int | str = "self") -> dict[str, int]:
+    """Memory lines of ``/proc/<pid>/status`` in bytes (VmRSS, VmHWM, RssAnon, RssFile, RssShmem)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return out
 
 
@@ -95,13 +136,38 @@ class PeakRSS:
         self.sample()
 
 
+class RaplCounters:
+    """Every RAPL package zone's energy counter (``intel-rapl:N``), read together, wrap-around handled."""
+
+    def __init__(self, root: Path = POWERCAP):
+        self.zones = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1
+                            and (p / "energy_uj").exists())
+
+    def read(self) -> list[int]:
+        return [int((z / "energy_uj").read_text()) for z in self.zones]
+
+    def joules(self, before: list[int], after: list[int]) -> float:
+        """Energy between two readings; a counter that wrapped adds its ``max_energy_range_uj``."""
+        total = 0
+        for zone, a, b in zip(self.zones, before, after, strict=True):
+            delta = b - a
+            if delta < 0:
+                delta += int((zone / "max_energy_range_uj").read_text())
+            total += delta
+        return total / 1e6
+
+
 class EnergyMeter:
     """Energy of a window: ``with EnergyMeter(workdir) as e: ...; e.joules, e.method, e.seconds``.
 
-    ``joules`` is None when no source works (the reason is in ``error``).
+    Sources, first available wins: RAPL package counters (``measured:rapl``), NVML GPU energy counters
+    (``measured:nvml``, GPU only), codecarbon's offline tracker (``estimated:codecarbon-<tracking mode>-<cpu
+    power model>``). ``joules`` is None when no source works (the reason is in ``error``); ``details`` holds
+    the estimate's components (CPU / RAM energy, power model) where there are any.
     """
 
-    def __init__(self, workdir: Path | None = None, measure_power_secs: float = 1.0, tracking_mode: str = "process"):
+    def __init__(self, workdir: Path | None = None, measure_power_secs: float = 1.0, tracking_mode: str = "process",
+                 powercap: Path = POWERCAP):
         self.workdir = workdir
         # "process" attributes CPU power by this process's share of CPU time; "machine" counts every process,
         # which on a shared machine charges the workload for its neighbours.
@@ -111,19 +177,36 @@ class EnergyMeter:
         self.method = "none"
         self.seconds = 0.0
         self.error: str | None = None
+        self.details: dict[str, Any] = {}
+        self._rapl = RaplCounters(powercap)
+        self._start: Any = None
         self._tracker: Any = None
-        self._rapl0: int | None = None
+        self._nvml: list[Any] = []
 
     def __enter__(self) -> EnergyMeter:
-        if RAPL.exists():
+        if self._rapl.zones:
             try:
-                self._rapl0 = int(RAPL.read_text())
-            except OSError:
-                self._rapl0 = None
-        if self._rapl0 is None:
+                self._start, self.method = self._rapl.read(), "measured:rapl"
+            except OSError as exc:  # counters exist but are not readable (needs root on recent kernels)
+                self.error = f"rapl: {exc}"
+        if self._start is None and self._start_nvml():
+            self.method = "measured:nvml"
+        if self._start is None:
             self._start_codecarbon()
         self._t0 = time.perf_counter()
         return self
+
+    def _start_nvml(self) -> bool:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            self._start = [pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._nvml]  # mJ
+            return bool(self._nvml)
+        except Exception:  # no pynvml, no driver or no GPU: not an error, just not this source
+            self._nvml, self._start = [], None
+            return False
 
     def _start_codecarbon(self) -> None:
         try:
@@ -135,7 +218,7 @@ class EnergyMeter:
             self._tracker = OfflineEmissionsTracker(
                 country_iso_code="USA", save_to_file=False, log_level="error",
                 measure_power_secs=self.measure_power_secs, tracking_mode=self.tracking_mode,
-                output_dir=str(self.workdir) if self.workdir else ".",
+                output_dir=str(self.workdir) if self.workdir else ".", allow_multiple_runs=True,
             )
             self._tracker.start()
         except Exception as exc:  # energy is best effort: never fail the measured work over it
@@ -144,17 +227,25 @@ class EnergyMeter:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0
-        if self._rapl0 is not None:
-            delta = int(RAPL.read_text()) - self._rapl0
-            self.joules = delta / 1e6 if delta >= 0 else None  # the counter may wrap: drop that window
-            self.method = "measured:rapl-package0"
-            return
-        if self._tracker is None:
-            return
+        if self.method == "measured:rapl":
+            self.joules = self._rapl.joules(self._start, self._rapl.read())
+        elif self.method == "measured:nvml":
+            import pynvml
+
+            end = [pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._nvml]
+            self.joules = sum(b - a for a, b in zip(self._start, end, strict=True)) / 1e3
+        elif self._tracker is not None:
+            self._stop_codecarbon()
+
+    def _stop_codecarbon(self) -> None:
         try:
             self._tracker.stop()
             data = self._tracker.final_emissions_data
             self.joules = float(data.energy_consumed) * 3.6e6  # kWh -> J
-            self.method = f"estimated:codecarbon-{self.tracking_mode}-cpu_load"
+            cpu_mode = next((getattr(h, "_mode", None) for h in self._tracker._hardware
+                             if type(h).__name__ == "CPU"), None) or "unknown"
+            self.method = f"estimated:codecarbon-{self.tracking_mode}-{cpu_mode}"
+            self.details = {"cpu_j": float(data.cpu_energy) * 3.6e6, "ram_j": float(data.ram_energy) * 3.6e6,
+                            "cpu_power_model": cpu_mode, "codecarbon_cpu_model": str(data.cpu_model)}
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"

@@ -1,11 +1,12 @@
 """The ``latency`` suite: time to first token, inter-token latency, prefill and decode throughput and
-end-to-end time over a grid of prompt lengths x batch sizes, with the roofline bound of decoding.
+end-to-end time over a grid of prompt lengths x batch sizes, with the roofline bound of each.
 
 Each configuration is warmed up, then repeated until both a minimum count and a minimum duration are
-reached. Every generated token is timestamped inside the generation loop (a streamer), so the
-consumer never slows the model down. Greedy decoding produces exactly ``new_tokens`` tokens (EOS is
-ignored) so token counts are exact. Every metric reports n, mean, stdev, CV and p50/p90/p95/p99 and
-keeps its raw observations.
+reached. Every decoding step is timestamped inside the generation loop (a logits processor, called once
+per step by every decoding strategy), so the consumer never slows the model down. Generation goes
+through the handle's own model and ``generation_kwargs`` (an ONNX Runtime or a beam-search handle is
+timed as it runs), with exactly ``new_tokens`` steps (EOS ignored) so token counts are exact. Every
+metric reports n, mean, stdev, CV and p50/p90/p95/p99 and keeps its raw observations.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from adapters.errors import UsageError
-from suites._measure import describe, repeat_until
+from suites._measure import describe, none_if_nan, option, repeat_until
 from suites.base import Metric, RawSample, Suite, SuiteContext, SuiteResult, suite
-from suites.ceilings import ceilings
+from suites.ceilings import RooflineInputs, ceilings, roofline_metrics
 
 if TYPE_CHECKING:
     from adapters.handle import ModelHandle
@@ -33,20 +33,20 @@ METHOD = "measured:perf_counter"
 
 
 def settings_for(ctx: SuiteContext) -> dict[str, Any]:
-    """The profile's settings overridden by the spec's options, validated."""
-    conf = {**PROFILES[ctx.profile], **{k: v for k, v in ctx.options.items() if k in PROFILES["quick"]}}
-    for key in ("prompt_lengths", "batch_sizes"):
-        vals = conf[key]
-        if not isinstance(vals, list) or not vals or not all(isinstance(v, int) and v >= 1 for v in vals):
-            raise UsageError(f"latency.{key}: {vals!r} is not allowed (a non-empty list of integers >= 1)")
-    for key in ("new_tokens", "min_repeats"):
-        if not isinstance(conf[key], int) or conf[key] < 2:
-            raise UsageError(f"latency.{key}: {conf[key]!r} is not allowed (an integer >= 2)")
-    return conf
+    """The profile's settings overridden by the spec's options, validated (UsageError on a bad value)."""
+    d, o = PROFILES[ctx.profile], ctx.options
+    return {
+        "prompt_lengths": option("latency", o, d, "prompt_lengths", 1, is_list=True),
+        "batch_sizes": option("latency", o, d, "batch_sizes", 1, is_list=True),
+        "new_tokens": option("latency", o, d, "new_tokens", 2),
+        "min_repeats": option("latency", o, d, "min_repeats", 2),
+        "min_duration_s": option("latency", o, d, "min_duration_s", 0, kind=float),
+        "warmup": option("latency", o, d, "warmup", 0),
+    }
 
 
 def prompt_ids(handle: ModelHandle, length: int, batch: int, seed: int) -> list[list[int]]:
-    """``batch`` prompts of exactly ``length`` tokens, seeded, drawn from ordinary text tokens."""
+    """``batch`` distinct prompts of exactly ``length`` tokens, seeded, drawn from ordinary text tokens."""
     from adapters.corpus import synthetic_corpus
 
     ids = handle.tokenizer(" ".join(synthetic_corpus(max(4, length // 8), seed=seed)), add_special_tokens=False).input_ids
@@ -55,42 +55,56 @@ def prompt_ids(handle: ModelHandle, length: int, batch: int, seed: int) -> list[
     return [ids[b: b + length] for b in range(batch)]
 
 
+def decoding_kwargs(handle: ModelHandle) -> dict[str, Any]:
+    """The handle's generation settings for ``generate`` (greedy unless the handle says otherwise)."""
+    gen = {k: v for k, v in handle.generation_kwargs.items() if k != "seed"}
+    gen.setdefault("do_sample", False)
+    gen.setdefault("num_beams", 1)
+    return gen
+
+
 def timed_generate(handle: ModelHandle, prompts: list[list[int]], new_tokens: int) -> list[float]:
-    """Seconds from the call to each decoding step's output (one timestamp per step, all rows at once)."""
+    """Seconds from the call to each decoding step's logits (one timestamp per step, all rows at once).
+
+    Runs the handle's model ``generate`` with the handle's decoding settings and exactly ``new_tokens``
+    steps. A backend without ``generate`` is timed through :meth:`ModelHandle.stream` (batch 1 only).
+    """
+    if not hasattr(handle.model, "generate"):
+        if len(prompts) != 1:
+            raise ValueError(f"latency: backend {handle.backend} streams one prompt at a time, batch {len(prompts)}")
+        return [e.time_s for e in handle.stream(prompts[0], max_new_tokens=new_tokens, min_new_tokens=new_tokens)]
     import torch
-    from transformers.generation.streamers import BaseStreamer
+    from transformers import LogitsProcessor, LogitsProcessorList
 
     stamps: list[float] = []
 
-    class Stamp(BaseStreamer):
-        seen_prompt = False
-
-        def put(self, value: Any) -> None:
-            if not self.seen_prompt:
-                self.seen_prompt = True
-                return
+    class Stamp(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
             stamps.append(time.perf_counter() - start)
+            return scores
 
-        def end(self) -> None:
-            pass
-
-    gen = {k: v for k, v in handle.generation_kwargs.items() if k not in ("seed", "do_sample", "num_beams")}
+    if "seed" in handle.generation_kwargs:  # seeded sampling: every repeat draws the same tokens
+        torch.manual_seed(int(handle.generation_kwargs["seed"]))
     ids = torch.tensor(prompts)
     tok = handle.tokenizer
     start = time.perf_counter()
     with torch.inference_mode():
         handle.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, do_sample=False, num_beams=1, streamer=Stamp(),
-                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, **gen)
+                              min_new_tokens=new_tokens, logits_processor=LogitsProcessorList([Stamp()]),
+                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                              **decoding_kwargs(handle))
     return stamps
 
 
-def kv_bytes_per_token(config: Any, bytes_per_value: int = 4) -> int:
-    """Bytes of K and V cache per token per sequence: 2 x layers x kv heads x head dim x dtype bytes."""
-    heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return 2 * config.num_hidden_layers * kv * head_dim * bytes_per_value
+def step_series(runs: list[list[float]], plen: int, batch: int) -> dict[str, tuple[list[float], str, bool]]:
+    """Per-run observations from per-step timestamps: name -> (values, unit, higher_is_better)."""
+    return {
+        "ttft_s": ([r[0] for r in runs], "s", False),
+        "itl_s": ([b - a for r in runs for a, b in zip(r, r[1:], strict=False)], "s", False),
+        "e2e_s": ([r[-1] for r in runs], "s", False),
+        "prefill_tokens_per_s": ([plen * batch / r[0] for r in runs], "tokens/s", True),
+        "decode_tokens_per_s": ([(len(r) - 1) * batch / (r[-1] - r[0]) for r in runs], "tokens/s", True),
+    }
 
 
 @suite("latency")
@@ -103,57 +117,40 @@ class LatencySuite(Suite):
         conf = settings_for(ctx)
         handle.activate()
         ceil = ceilings(handle.threads)
-        result = SuiteResult(settings={"latency": conf, "threads": handle.threads,
-                                       "ceilings_key": ceil["key"]})
-        self._ceiling_metrics(result, ceil)
-        weight_bytes = sum(handle.weight_footprint().values())
+        result = SuiteResult(settings={"latency": conf, "threads": handle.threads, "ceilings_key": ceil["key"],
+                                       "decoding": decoding_kwargs(handle)})
+        result.metrics.extend(ceiling_metrics(ceil))
+        model = RooflineInputs.of(handle)
         for plen in conf["prompt_lengths"]:
             for batch in conf["batch_sizes"]:
-                self._one(handle, ctx, conf, plen, batch, result, ceil, weight_bytes)
+                task = f"p{plen}b{batch}"
+                series = self._measure(handle, ctx, conf, plen, batch)
+                for name, (values, unit, hib) in series.items():
+                    stats = describe(values)
+                    result.metrics.append(Metric("latency", task, name, stats["mean"], none_if_nan(stats["stderr"]),
+                                                 len(values), unit, hib, METHOD,
+                                                 {**stats, "prompt_tokens": plen, "batch_size": batch}))
+                    result.raw.extend(RawSample("latency", task, name, i, v, unit) for i, v in enumerate(values))
+                result.metrics.extend(roofline_metrics(task, model, ceil, plen, batch, conf["new_tokens"],
+                                                       describe(series["prefill_tokens_per_s"][0]),
+                                                       describe(series["decode_tokens_per_s"][0])))
         return result
 
-    def _one(self, handle: ModelHandle, ctx: SuiteContext, conf: dict[str, Any], plen: int, batch: int,
-             result: SuiteResult, ceil: dict[str, Any], weight_bytes: int) -> None:
+    @staticmethod
+    def _measure(handle: ModelHandle, ctx: SuiteContext, conf: dict[str, Any], plen: int,
+                 batch: int) -> dict[str, tuple[list[float], str, bool]]:
         prompts = prompt_ids(handle, plen, batch, ctx.seed)
         runs = repeat_until(lambda: timed_generate(handle, prompts, conf["new_tokens"]), conf["min_repeats"],
                             conf["min_duration_s"], conf["warmup"])
-        task = f"p{plen}b{batch}"
-        ttft = [r[0] for r in runs]
-        series = {
-            "ttft_s": (ttft, "s", False),
-            "itl_s": ([b - a for r in runs for a, b in zip(r, r[1:], strict=False)], "s", False),
-            "e2e_s": ([r[-1] for r in runs], "s", False),
-            "prefill_tokens_per_s": ([plen * batch / t for t in ttft], "tokens/s", True),
-            "decode_tokens_per_s": ([(len(r) - 1) * batch / (r[-1] - r[0]) for r in runs], "tokens/s", True),
-        }
-        for name, (values, unit, hib) in series.items():
-            stats = describe(values)
-            result.metrics.append(Metric("latency", task, name, stats["mean"], _nan_none(stats["stderr"]),
-                                         len(values), unit, hib, METHOD, {**stats, "prompt_tokens": plen,
-                                                                          "batch_size": batch}))
-            result.raw.extend(RawSample("latency", task, name, i, v, unit) for i, v in enumerate(values))
-        # Roofline: every decode step reads all weights once plus the KV cache of each sequence.
-        ctx_tokens = plen + conf["new_tokens"] / 2
-        step_bytes = weight_bytes + batch * ctx_tokens * kv_bytes_per_token(handle.model.config)
-        bound = batch * ceil["bandwidth"]["bytes_per_s"] / step_bytes
-        achieved = describe(series["decode_tokens_per_s"][0])["mean"]
-        details = {"bytes_per_step": step_bytes, "bandwidth_bytes_per_s": ceil["bandwidth"]["bytes_per_s"],
-                   "weight_bytes": weight_bytes}
-        result.metrics.append(Metric("latency", task, "roofline_tokens_per_s", bound, None, 1, "tokens/s", True,
-                                     "derived:bytes-per-step/measured-bandwidth", details))
-        result.metrics.append(Metric("latency", task, "roofline_fraction", achieved / bound, None, len(runs),
-                                     "fraction", True, "derived:decode-tokens-per-s/roofline", details))
-
-    @staticmethod
-    def _ceiling_metrics(result: SuiteResult, ceil: dict[str, Any]) -> None:
-        bw, mm = ceil["bandwidth"], ceil["matmul"]
-        result.metrics.append(Metric("latency", "ceiling", "memory_bandwidth", bw["bytes_per_s"],
-                                     bw["bytes_per_s"] * bw["stdev_rel"] / bw["n"] ** 0.5, bw["n"], "bytes/s", True,
-                                     bw["method"], {"cached": ceil["cached"]}))
-        result.metrics.append(Metric("latency", "ceiling", "matmul_flops", mm["flops"],
-                                     mm["flops"] * mm["stdev_rel"] / mm["n"] ** 0.5, mm["n"], "FLOP/s", True,
-                                     mm["method"], {"cached": ceil["cached"]}))
+        return step_series(runs, plen, batch)
 
 
-def _nan_none(x: float) -> float | None:
-    return None if x != x else x
+def ceiling_metrics(ceil: dict[str, Any]) -> list[Metric]:
+    """The machine's measured ceilings as metrics of the ``ceiling`` task."""
+    bw, mm = ceil["bandwidth"], ceil["matmul"]
+    details = {"cached": ceil["cached"], "key": ceil["key"], "measured_at": ceil.get("measured_at")}
+    return [Metric("latency", "ceiling", "memory_bandwidth", bw["bytes_per_s"],
+                   bw["bytes_per_s"] * bw["stdev_rel"] / bw["n"] ** 0.5, bw["n"], "bytes/s", True, bw["method"],
+                   details),
+            Metric("latency", "ceiling", "matmul_flops", mm["flops"], mm["flops"] * mm["stdev_rel"] / mm["n"] ** 0.5,
+                   mm["n"], "FLOP/s", True, mm["method"], details)]

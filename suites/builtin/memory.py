@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.errors import UsageError
-from suites._measure import describe
+from suites._measure import describe, none_if_nan, option
 from suites.base import Metric, Suite, SuiteContext, SuiteResult, suite
-from suites.builtin.latency import kv_bytes_per_token, prompt_ids
+from suites.builtin.latency import prompt_ids
+from suites.ceilings import activation_bytes, kv_bytes_per_token
 
 if TYPE_CHECKING:
     from adapters.handle import ModelHandle
@@ -30,7 +31,7 @@ PROFILES = {"quick": {"repeats": 1, "new_tokens": 32, "prompt_tokens": 128},
 
 CHILD = r"""
 import json, sys, resource
-from suites._measure import PeakRSS
+from suites._measure import PeakRSS, proc_status
 args = json.loads(sys.argv[1])
 from adapters.runtime import prepare_process, set_threads
 prepare_process()
@@ -46,19 +47,24 @@ with PeakRSS(children=False) as m:
     else:
         h = load_source(args["source"], threads=args["threads"])
 out["before_load"], out["load_peak"], out["after_load"] = m.start_rss, m.peak, m.sample()
+out["status_after_load"] = proc_status()
+cuda = args["device"] == "cuda" and torch.cuda.is_available()
 ids = torch.tensor(args["prompt"])
+if cuda:
+    h.model.to("cuda")
+    ids = ids.to("cuda")
+    torch.cuda.reset_peak_memory_stats()
 with PeakRSS(children=False) as g, torch.inference_mode():
     h.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args["new_tokens"],
                      min_new_tokens=args["new_tokens"], do_sample=False,
                      pad_token_id=h.tokenizer.pad_token_id or h.tokenizer.eos_token_id)
 out["generate_peak"] = g.peak
-if torch.cuda.is_available():
+out["status_after_generate"] = proc_status()
+if cuda:
     out["cuda_allocated_peak"] = torch.cuda.max_memory_allocated()
     out["cuda_reserved_peak"] = torch.cuda.max_memory_reserved()
 out["self_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-for line in open("/proc/self/status"):
-    if line.startswith("VmHWM:"):
-        out["vm_hwm"] = int(line.split()[1]) * 1024
+out["vm_hwm"] = proc_status()["VmHWM"]
 print("SLM-MEMORY " + json.dumps(out))
 """
 
@@ -99,68 +105,82 @@ class MemorySuite(Suite):
     options = ("repeats", "new_tokens", "prompt_tokens")
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
-        conf = {**PROFILES[ctx.profile], **{k: ctx.options[k] for k in self.options if k in ctx.options}}
-        if not all(isinstance(conf[k], int) and conf[k] >= 1 for k in self.options):
-            raise UsageError(f"memory options {conf} are not allowed (integers >= 1)")
+        conf = {k: option("memory", ctx.options, PROFILES[ctx.profile], k, 1) for k in self.options}
         artifact = artifact_of(ctx)
         if artifact is None and handle.lineage and not all(_inference_time(s.technique) for s in handle.lineage):
-            raise UsageError("memory: this model has no stored artifact to load in a fresh process")
+            raise UsageError("memory: this model has no stored artifact (options.artifact_dir) to load in a fresh "
+                             "process; only builtin sources and inference-time steps can be rebuilt")
         args = {"artifact": artifact, "source": handle.source.removeprefix("builtin:"), "threads": handle.threads,
-                "new_tokens": conf["new_tokens"], "prompt": prompt_ids(handle, conf["prompt_tokens"], 1, ctx.seed)}
+                "device": ctx.hardware.get("device", "cpu"), "new_tokens": conf["new_tokens"],
+                "prompt": prompt_ids(handle, conf["prompt_tokens"], 1, ctx.seed)}
         reports = [child_run(args) for _ in range(conf["repeats"])]
         res = SuiteResult(settings={"memory": conf, "loaded_from": artifact or handle.source})
-        method = "measured:psutil-rss-sampler-20ms"
-        series = {
-            "peak_rss_load": ([r["load_peak"] for r in reports], method),
-            "load_rss_delta": ([r["after_load"] - r["before_load"] for r in reports], method),
-            "peak_rss_generate": ([r["generate_peak"] for r in reports], method),
-            # The kernel's high-water mark of the child's own address space. (wait4's ru_maxrss would also
-            # count the spawning process's pages, which Linux carries into it at exec.)
-            "max_rss_process": ([r["vm_hwm"] for r in reports], "measured:proc-status-VmHWM"),
-        }
-        for key in ("cuda_allocated_peak", "cuda_reserved_peak"):
-            if key in reports[0]:
-                series[key] = ([r[key] for r in reports], "measured:torch.cuda")
-        for name, (values, how) in series.items():
+        for name, (values, how) in _series(reports).items():
             st = describe([float(v) for v in values])
-            res.metrics.append(Metric("memory", "load+generate", name, st["mean"], _none(st["stderr"]), len(values),
-                                      "bytes", False, how, st))
-        self._static(handle, res)
+            res.metrics.append(Metric("memory", "load+generate", name, st["mean"], none_if_nan(st["stderr"]),
+                                      len(values), "bytes", False, how, st))
+        res.metrics.extend(static_metrics(handle))
         return res
 
-    @staticmethod
-    def _static(handle: ModelHandle, res: SuiteResult) -> None:
-        foot = handle.weight_footprint()
-        for dtype, nbytes in sorted(foot.items()):
-            res.metrics.append(Metric("memory", "weights", f"weight_bytes_{dtype}", float(nbytes), 0.0, 1, "bytes",
-                                      False, "counted:state_dict"))
-        res.metrics.append(Metric("memory", "weights", "weight_bytes", float(sum(foot.values())), 0.0, 1, "bytes",
-                                  False, "counted:state_dict", {"by_dtype": foot}))
-        res.metrics.append(Metric("memory", "kv_cache", "kv_bytes_per_token", float(kv_bytes_per_token(handle.model.config)),
-                                  0.0, 1, "bytes", False, "derived:2*layers*kv_heads*head_dim*4B"))
-        res.metrics.append(Metric("memory", "kv_cache", "kv_bytes_per_token_measured", _measured_kv(handle), 0.0, 1,
-                                  "bytes", False, "measured:past_key_values-nbytes"))
+
+def _series(reports: list[dict[str, Any]]) -> dict[str, tuple[list[float], str]]:
+    """Metric name -> (one value per child run, method)."""
+    sampler, status = "measured:psutil-rss-sampler-20ms", "measured:proc-status"
+    series = {
+        "peak_rss_load": ([r["load_peak"] for r in reports], sampler),
+        "load_rss_delta": ([r["after_load"] - r["before_load"] for r in reports], sampler),
+        "peak_rss_generate": ([r["generate_peak"] for r in reports], sampler),
+        # The kernel's high-water mark of the child's own address space. (wait4's ru_maxrss would also
+        # count the spawning process's pages, which Linux carries into it at exec.)
+        "max_rss_process": ([r["vm_hwm"] for r in reports], "measured:proc-status-VmHWM"),
+    }
+    # Weights loaded from safetensors are memory-mapped: they count as file-backed RSS once touched, which
+    # is at the first forward pass, not at load. Anonymous vs file-backed says which memory is whose.
+    for phase in ("load", "generate"):
+        for kind in ("RssAnon", "RssFile"):
+            values = [r[f"status_after_{phase}"].get(kind) for r in reports]
+            if all(v is not None for v in values):
+                series[f"{kind.lower().replace('rss', 'rss_')}_after_{phase}"] = (values, status)
+    for key in ("cuda_allocated_peak", "cuda_reserved_peak"):
+        if key in reports[0]:
+            series[key] = ([r[key] for r in reports], "measured:torch.cuda")
+    return series
 
 
-def _measured_kv(handle: ModelHandle) -> float:
+def static_metrics(handle: ModelHandle) -> list[Metric]:
+    """Weight bytes by dtype (counted), KV-cache bytes per token (from the config and measured)."""
+    foot = handle.weight_footprint()
+    out = [Metric("memory", "weights", f"weight_bytes_{dtype}", float(nbytes), 0.0, 1, "bytes", False,
+                  "counted:state_dict") for dtype, nbytes in sorted(foot.items())]
+    out.append(Metric("memory", "weights", "weight_bytes", float(sum(foot.values())), 0.0, 1, "bytes", False,
+                      "counted:state_dict", {"by_dtype": foot}))
+    value_bytes = activation_bytes(handle.model)
+    out.append(Metric("memory", "kv_cache", "kv_bytes_per_token", float(kv_bytes_per_token(handle.model.config,
+                      value_bytes)), 0.0, 1, "bytes", False, "derived:2*layers*kv_heads*head_dim*dtype_bytes",
+                      {"dtype_bytes": value_bytes}))
+    measured = _measured_kv(handle)
+    if measured is not None:  # a backend whose forward returns no cache object has nothing to measure
+        out.append(Metric("memory", "kv_cache", "kv_bytes_per_token_measured", measured, 0.0, 1, "bytes", False,
+                          "measured:past_key_values-nbytes"))
+    return out
+
+
+def _measured_kv(handle: ModelHandle) -> float | None:
+    """Bytes of an actual ``past_key_values`` per prompt token (None when the model returns none)."""
     import torch
 
     ids = torch.tensor(prompt_ids(handle, 64, 1, 0))
     with torch.inference_mode():
         cache = handle.model(input_ids=ids, use_cache=True).past_key_values
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        total += sum(t.numel() * t.element_size() for t in (layer.keys, layer.values) if t is not None)
-    if not total and hasattr(cache, "to_legacy_cache"):
-        total = sum(t.numel() * t.element_size() for kv in cache.to_legacy_cache() for t in kv)
-    return total / ids.shape[1]
+    tensors = [t for layer in getattr(cache, "layers", []) for t in (layer.keys, layer.values) if t is not None]
+    if not tensors and hasattr(cache, "to_legacy_cache"):
+        tensors = [t for kv in cache.to_legacy_cache() for t in kv]
+    if not tensors:
+        return None
+    return sum(t.numel() * t.element_size() for t in tensors) / ids.shape[1]
 
 
 def _inference_time(technique: str) -> bool:
     from adapters.technique import TECHNIQUES
 
     return bool(getattr(TECHNIQUES.get(technique), "inference_time", False))
-
-
-def _none(x: float) -> float | None:
-    return None if x != x else x
