@@ -1,50 +1,156 @@
-"""Everything the site shows, read from the results database in a few bulk queries (no per-path queries:
-a site of 10,000 paths must build in seconds)."""
+"""Everything the site shows, read from the results database in a few bulk queries.
+
+No per-path query: a site of 10,000 paths (half a million metric rows) must build in seconds. Metric rows
+stay tuples (:data:`METRIC_FIELDS`), and the large JSON payloads (suite tables, per-path data for the
+comparison view) are produced by DuckDB itself.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
 from results.queries import headline_metrics, paths_overview, rows
 from results.store import connect
 
+_KEY = ("suite", "task", "metric", "unit", "higher_is_better", "method", "is_estimate")
+_SITE_METRICS = """
+CREATE TEMP TABLE site_metrics AS
+SELECT path_id, suite, task, metric, CASE WHEN isfinite(value) THEN value END AS value,
+       CASE WHEN isfinite(stderr) THEN stderr END AS stderr, n, coalesce(unit, '') AS unit,
+       coalesce(higher_is_better, false) AS higher_is_better, coalesce(method, '') AS method,
+       coalesce(is_estimate, false) AS is_estimate
+FROM metrics_long
+"""
+_SITE_ROWS = f"""
+CREATE TEMP TABLE site_rows AS
+SELECT path_id, kid, value, stderr, n, idx FROM site_metrics JOIN site_keys USING ({", ".join(_KEY)})
+JOIN site_ids USING (path_id)
+"""
+
+
+def _num(col: str) -> str:
+    """SQL formatting a number as :func:`results.report.fmt` does (bytes in MiB, 4 significant digits)."""
+    return (f"CASE WHEN {col} IS NULL THEN '—' "
+            f"WHEN unit = 'bytes' AND abs({col}) >= 1e6 THEN printf('%.1fMiB', {col} / 1048576) "
+            f"WHEN {col} != 0 AND (abs({col}) >= 1e5 OR abs({col}) < 1e-3) THEN printf('%.3g', {col}) "
+            f"ELSE printf('%.4g', {col}) END")
+
+
+# Built by DuckDB, not Python: half a million metric rows turned into Python objects cost seconds. Text
+# fields live in the small key table, escaped by Python (``head``/``tail``); rows carry numbers only.
+_ROW = (f"""head || {_num('value')} || '</td><td class="num">' || {_num('stderr')} || """
+        """'</td><td class="num">' || coalesce(n::VARCHAR, '—') || tail""")
+_QUERIES = {
+    "metric_html": f"SELECT path_id, string_agg({_ROW}, '' ORDER BY kid) FROM site_rows JOIN site_keys USING (kid)"
+                   " GROUP BY path_id",
+    "path_json": "SELECT path_id, to_json(list([kid, value, stderr]))::VARCHAR FROM site_rows GROUP BY path_id",
+    "suite_json": "SELECT suite, to_json(list([idx, kid, value, stderr, n]))::VARCHAR FROM site_rows "
+                  "JOIN site_keys USING (kid) GROUP BY suite ORDER BY suite",
+}
+
 
 @dataclass
 class SiteData:
-    """Paths with headlines, every metric by path, lineage nodes, suite runs, and the latest run."""
+    """What the site shows.
+
+    Attributes:
+        headlines: the headline columns (name, label, suite, unit, higher_is_better).
+        paths: one dict per path (the ``leaderboard`` view plus chain, spec_snippet, leaf_hash, page, run_id),
+            in display order.
+        metric_html: path id -> the HTML rows of its metrics table (suite, task, metric, value, stderr, n,
+            unit, direction, method; estimates marked), every text escaped.
+        nodes: node hash -> node record (technique, params, status, error, traceback, costs).
+        failed_suite_runs: (node hash, hardware profile) -> suite runs whose status is not ``ok``.
+        runs: run id -> run record (spec name, start, git commit, environment).
+        suites: suite names that have metrics.
+        keys: the distinct metric identities ``[suite, task, metric, unit, higher_is_better, method,
+            is_estimate]``, sorted; the JSON payloads refer to them by index (``kid``).
+        suite_json: suite -> JSON array of ``[path index, kid, value, stderr, n]`` (path index into
+            ``paths``; unordered).
+        path_json: path id -> JSON array of ``[kid, value, stderr]`` for the comparison view (unordered).
+    """
 
     headlines: list[dict[str, Any]]
     paths: list[dict[str, Any]]
-    metrics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    metric_html: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    suite_runs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
-    run_of_path: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed_suite_runs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     suites: list[str] = field(default_factory=list)
+    keys: list[list[Any]] = field(default_factory=list)
+    suite_json: dict[str, str] = field(default_factory=dict)
+    path_json: dict[str, str] = field(default_factory=dict)
+
+
+def page_name(key: str) -> str:
+    """A safe file name for a path id or suite: the key itself when it is a plain token (harness ids are
+    hex), otherwise a hash of it (so no name can escape the site's folders or collide with another)."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", key):
+        return key
+    return "h" + hashlib.sha1(key.encode()).hexdigest()
 
 
 def load(db: str | Path) -> SiteData:
-    """Read the whole site's data; a missing database gives an empty site."""
+    """Read the whole site's data; a missing or empty database gives a site with no paths."""
     data = SiteData(headline_metrics(), paths_overview(db))
     if not data.paths:
         return data
+    ids = [p["path_id"] for p in data.paths]
     with connect(db, read_only=True) as con:
-        for m in rows(con, "SELECT path_id, suite, task, metric, value, stderr, n, unit, higher_is_better, method, "
-                           "is_estimate FROM metrics_long ORDER BY suite, task, metric"):
-            data.metrics.setdefault(m.pop("path_id"), []).append(m)
-        for n in rows(con, "SELECT node_hash, kind, technique, technique_version, params, source, status, error, "
-                           "traceback, wall_time_s, peak_rss_bytes, energy_j, energy_method FROM nodes"):
-            data.nodes[n["node_hash"]] = n
-        for s in rows(con, "SELECT node_hash, hardware_profile, suite, profile, status, error, traceback, wall_time_s "
-                           "FROM suite_runs ORDER BY suite"):
-            data.suite_runs.setdefault((s["node_hash"], s["hardware_profile"]), []).append(s)
-        for r in rows(con, "SELECT rp.path_id, r.run_id, r.spec_name, r.started_at, r.git_commit, r.environment "
-                           "FROM run_paths rp JOIN runs r USING (run_id) ORDER BY r.started_at"):
-            data.run_of_path[r.pop("path_id")] = r  # the latest run wins
-        extra = rows(con, "SELECT path_id, chain, spec_snippet, leaf_hash FROM paths")
-    by_id = {e["path_id"]: e for e in extra}
-    for p in data.paths:
-        p.update({k: v for k, v in by_id.get(p["path_id"], {}).items() if k != "path_id"})
-    data.suites = sorted({m["suite"] for ms in data.metrics.values() for m in ms})
+        _attach_path_fields(con, data.paths)
+        con.execute("SET enable_progress_bar = false")
+        con.execute(_SITE_METRICS)
+        con.execute("CREATE TEMP TABLE site_ids AS SELECT unnest(?::VARCHAR[]) AS path_id, unnest(range(?)) AS idx",
+                    [ids, len(ids)])
+        data.keys = _key_table(con)
+        con.execute(_SITE_ROWS)
+        data.metric_html = dict(con.execute(_QUERIES["metric_html"]).fetchall())
+        data.path_json = dict(con.execute(_QUERIES["path_json"]).fetchall())
+        data.suite_json = dict(con.execute(_QUERIES["suite_json"]).fetchall())
+        data.nodes = {n["node_hash"]: n for n in rows(
+            con, "SELECT node_hash, kind, technique, technique_version, params, source, status, error, traceback, "
+                 "wall_time_s, peak_rss_bytes, energy_j, energy_method FROM nodes")}
+        for s in rows(con, "SELECT node_hash, hardware_profile, suite, profile, status, error, traceback "
+                           "FROM suite_runs WHERE status != 'ok' ORDER BY suite"):
+            data.failed_suite_runs.setdefault((s["node_hash"], s["hardware_profile"]), []).append(s)
+        data.runs = {r["run_id"]: r for r in rows(
+            con, "SELECT run_id, spec_name, started_at, git_commit, environment FROM runs")}
+    data.suites = list(data.suite_json)
     return data
+
+
+def _attach_path_fields(con: Any, paths: list[dict[str, Any]]) -> None:
+    """Add chain, spec snippet, leaf hash, the latest run and the page name to each overview row."""
+    extra = {r[0]: r[1:] for r in con.execute(
+        "SELECT p.path_id, p.chain, p.spec_snippet, p.leaf_hash, latest.run_id FROM paths p LEFT JOIN "
+        "(SELECT rp.path_id, arg_max(r.run_id, r.started_at) AS run_id FROM run_paths rp JOIN runs r USING (run_id) "
+        " GROUP BY rp.path_id) latest USING (path_id)").fetchall()}
+    for p in paths:
+        chain, snippet, leaf, run_id = extra.get(p["path_id"], (None, None, None, None))
+        p.update(chain=json.loads(chain) if chain else [], spec_snippet=snippet, leaf_hash=leaf, run_id=run_id,
+                 page=page_name(p["path_id"]))
+
+
+def _key_table(con: Any) -> list[list[Any]]:
+    """The distinct metric identities, sorted, as the temp table ``site_keys`` (kid, the identity, and the
+    escaped HTML ``head``/``tail`` of a metric row around its numbers); returns them as lists."""
+    keys = sorted(con.execute(f"SELECT DISTINCT {', '.join(_KEY)} FROM site_metrics").fetchall())
+    cols: list[list[Any]] = [[k[i] for k in keys] for i in range(len(_KEY))]
+    heads, tails = [], []
+    for suite, task, metric, unit, hib, method, est in keys:
+        heads.append(f"<tr><td>{escape(suite)}</td><td>{escape(task)}</td><td>{escape(metric)}</td>"
+                     + ('<td class="num est" title="estimated, not measured">~' if est else '<td class="num">'))
+        tails.append(f'</td><td>{escape(unit)}</td><td>{"↑" if hib else "↓"}</td>'
+                     f'<td class="muted">{escape(method)}</td></tr>')
+    types = ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BOOLEAN", "VARCHAR", "BOOLEAN"]
+    select = ", ".join(f"unnest(?::{t}[]) AS {c}" for c, t in zip(_KEY, types, strict=True))
+    con.execute(f"CREATE TEMP TABLE site_keys AS SELECT unnest(range(?)) AS kid, {select}, "
+                "unnest(?::VARCHAR[]) AS head, unnest(?::VARCHAR[]) AS tail",
+                [len(keys), *cols, heads, tails])
+    return [list(k) for k in keys]

@@ -1,17 +1,25 @@
 "use strict";
-// Renders the overview table and the comparison view from JSON embedded in the page (works from file://).
+// The overview table, the comparison view and the suite tables, rendered from JSON embedded in the page
+// (and, for the comparison, from data/compare-<k>.js files loaded with <script>: both work from file://).
+// Text always goes in through textContent, never innerHTML.
 function readData(id) {
   const el = document.getElementById(id);
   return el ? JSON.parse(el.textContent) : null;
 }
-function fmt(v) {
+function fmt(v, unit) {
   if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  if (unit === "bytes" && Math.abs(v) >= 1e6) return (v / 1048576).toFixed(1) + " MiB";
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(2);
   return Number(v.toPrecision(4)).toString();
 }
-function fmtErr(v) {
+function fmtErr(v, unit) {
+  if (v === null || v === undefined) return "";
+  if (unit === "bytes" && Math.abs(v) >= 1e6) return (v / 1048576).toFixed(1) + " MiB";
   return Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(1) : Number(v.toPrecision(2)).toString();
+}
+function withErr(v, se, unit, est) {
+  return (est ? "~" : "") + fmt(v, unit) + (se !== null && se !== undefined && v !== null ? " ± " + fmtErr(se, unit) : "");
 }
 function cell(tr, text, cls) {
   const td = document.createElement("td");
@@ -20,24 +28,36 @@ function cell(tr, text, cls) {
   tr.appendChild(td);
   return td;
 }
+function linkCell(tr, href, text) {
+  const a = document.createElement("a");
+  a.href = href;
+  a.textContent = text;
+  cell(tr, "").appendChild(a);
+}
+function compareValues(x, y) {
+  if (x === y) return 0;
+  if (x === null || x === undefined) return 1;  // missing numbers sort last in both directions
+  if (y === null || y === undefined) return -1;
+  return x < y ? -1 : 1;
+}
 function initOverview() {
   const data = readData("site-data");
   const table = document.getElementById("overview");
   if (!data || !table) return;
-  // only headline columns some path has a number for
-  const heads = data.headlines.filter(h => data.paths.some(p => p[h.name] !== null && p[h.name] !== undefined));
-  let rows = data.paths.slice();
-  let sortKey = "path_name", sortDir = 1, limit = 500;
+  const rows = data.paths.map(r => Object.fromEntries(data.keys.map((k, i) => [k, r[i]])));
+  const heads = data.headlines.filter(h => rows.some(p => p[h.name] !== null && p[h.name] !== undefined));
+  let sortKey = "path_name", sortDir = 1, limit = 200;
   const f = { hw: document.getElementById("f-hw"), base: document.getElementById("f-base"),
               tech: document.getElementById("f-tech"), text: document.getElementById("f-text") };
   const thead = table.querySelector("thead tr");
   const cols = [{ key: "path_name", label: "path" }, { key: "hardware_profile", label: "hardware" },
                 { key: "base", label: "base" }].concat(heads.map(h => ({ key: h.name,
-                label: h.label + (h.higher_is_better ? " ↑" : " ↓"), num: true })));
+                label: h.label + " (" + h.unit + ") " + (h.higher_is_better ? "↑" : "↓"), num: true })));
   cols.forEach(c => {
     const th = document.createElement("th");
     th.textContent = c.label;
     th.dataset.key = c.key;
+    if (c.num) th.className = "num";
     th.addEventListener("click", () => {
       sortDir = sortKey === c.key ? -sortDir : 1;
       sortKey = c.key;
@@ -45,75 +65,96 @@ function initOverview() {
     });
     thead.appendChild(th);
   });
-  Object.values(f).forEach(el => el && el.addEventListener("input", render));
+  Object.values(f).forEach(el => el && el.addEventListener("input", () => { limit = 200; render(); }));
   const more = document.getElementById("more");
-  if (more) more.addEventListener("click", () => { limit += 500; render(); });
+  more.addEventListener("click", () => { limit += 500; render(); });
   function keep(p) {
     if (f.hw.value && p.hardware_profile !== f.hw.value) return false;
-    if (f.base.value && p.base !== f.base.value) return false;
+    if (f.base.value && (p.base || "") !== f.base.value) return false;
     if (f.tech.value && !(p.techniques || []).includes(f.tech.value)) return false;
-    if (f.text.value && !p.path_name.toLowerCase().includes(f.text.value.toLowerCase())) return false;
-    return true;
+    const q = f.text.value.trim().toLowerCase();
+    return !q || p.path_name.toLowerCase().includes(q);
   }
   function render() {
     const shown = rows.filter(keep).sort((a, b) => {
-      const x = a[sortKey], y = b[sortKey];
-      if (x === y) return 0;
-      if (x === null || x === undefined) return 1;
-      if (y === null || y === undefined) return -1;
-      return (x < y ? -1 : 1) * sortDir;
+      const c = compareValues(a[sortKey], b[sortKey]);
+      return a[sortKey] === null || a[sortKey] === undefined || b[sortKey] === null || b[sortKey] === undefined
+        ? c : c * sortDir;
     });
     thead.querySelectorAll("th").forEach(th => {
-      th.className = th.dataset.key === sortKey ? (sortDir > 0 ? "sorted-asc" : "sorted-desc") : "";
+      th.classList.toggle("sorted-asc", th.dataset.key === sortKey && sortDir > 0);
+      th.classList.toggle("sorted-desc", th.dataset.key === sortKey && sortDir < 0);
     });
     const tbody = table.querySelector("tbody");
     tbody.replaceChildren();
     shown.slice(0, limit).forEach(p => {
       const tr = document.createElement("tr");
-      const a = document.createElement("a");
-      a.href = "paths/" + p.page + ".html";
-      a.textContent = p.path_name;
-      cell(tr, "").appendChild(a);
+      linkCell(tr, "paths/" + p.page + ".html", p.path_name);
       cell(tr, p.hardware_profile);
-      cell(tr, p.base);
+      cell(tr, p.base || "—");
       heads.forEach(h => {
-        const v = p[h.name], se = p[h.name + "_stderr"];
-        const td = cell(tr, (p[h.name + "_estimate"] ? "~" : "") + fmt(v) + (se !== null && se !== undefined ? " ± " + fmtErr(se) : ""),
-                        "num" + (p[h.name + "_estimate"] ? " est" : ""));
-        if (p[h.name + "_estimate"]) td.title = "estimated, not measured";
+        const est = p[h.name + "_estimate"];
+        const td = cell(tr, withErr(p[h.name], p[h.name + "_stderr"], h.unit, est), "num" + (est ? " est" : ""));
+        if (est) td.title = "estimated, not measured";
       });
       tbody.appendChild(tr);
     });
-    document.getElementById("count").textContent = shown.length + " of " + rows.length + " paths";
-    if (more) more.style.display = shown.length > limit ? "" : "none";
+    document.getElementById("count").textContent = shown.length + " of " + rows.length + " paths" +
+      (shown.length > limit ? " (first " + limit + " shown)" : "");
+    more.style.display = shown.length > limit ? "" : "none";
   }
   render();
+}
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = src;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error("cannot load " + src));
+    document.head.appendChild(s);
+  });
 }
 function initCompare() {
   const data = readData("compare-data");
   if (!data) return;
   const a = document.getElementById("pick-a"), b = document.getElementById("pick-b");
-  data.paths.forEach((p, i) => {
-    [a, b].forEach(sel => { const o = document.createElement("option"); o.value = p.path_id;
-      o.textContent = p.name + " [" + p.hardware_profile + "]"; sel.appendChild(o); });
+  const shard = {};
+  data.paths.forEach(([id, name, hw, k]) => {
+    shard[id] = k;
+    [a, b].forEach(sel => {
+      const o = document.createElement("option");
+      o.value = id;
+      o.textContent = name + " [" + hw + "]";
+      sel.appendChild(o);
+    });
   });
   const q = new URLSearchParams(location.search);
-  if (q.get("a")) a.value = q.get("a");
-  if (q.get("b")) b.value = q.get("b"); else if (data.paths.length > 1) b.selectedIndex = 1;
-  function render() {
-    const ma = data.metrics[a.value] || {}, mb = data.metrics[b.value] || {};
+  if (q.get("a") in shard) a.value = q.get("a");
+  if (q.get("b") in shard) b.value = q.get("b");
+  else if (data.paths.length > 1) b.value = data.paths[a.selectedIndex === 0 ? 1 : 0][0];
+  async function render() {
+    const need = [...new Set([shard[a.value], shard[b.value]])];
+    await Promise.all(need.map(k => loadScript("data/compare-" + k + ".js")));
+    // data file rows: [key index, value, stderr]; keys: [suite, task, metric, unit, higher_is_better, method, estimate]
+    const index = rows => Object.fromEntries(rows.map(r => [r[0], r]));
+    const ma = index(window.SLM_COMPARE[a.value] || []), mb = index(window.SLM_COMPARE[b.value] || []);
     const tbody = document.querySelector("#comparison tbody");
     tbody.replaceChildren();
-    Object.keys(ma).filter(k => k in mb).sort().forEach(k => {
-      const x = ma[k], y = mb[k], tr = document.createElement("tr");
-      cell(tr, k);
-      cell(tr, fmt(x[0]) + (x[1] !== null ? " ± " + fmt(x[1]) : ""), "num");
-      cell(tr, fmt(y[0]) + (y[1] !== null ? " ± " + fmt(y[1]) : ""), "num");
-      const d = y[0] - x[0];
-      const good = x[2] ? d > 0 : d < 0;
-      cell(tr, fmt(d), "num " + (d === 0 ? "" : good ? "better" : "worse"));
+    const kids = Object.keys(ma).filter(k => k in mb).map(Number).sort((x, y) => x - y);
+    kids.forEach(kid => {
+      const [suite, task, metric, unit, hib, , est] = data.keys[kid];
+      const x = ma[kid], y = mb[kid], tr = document.createElement("tr");
+      cell(tr, suite + "/" + task + "/" + metric + (hib ? " ↑" : " ↓"));
+      cell(tr, unit);
+      cell(tr, withErr(x[1], x[2], unit, est), "num" + (est ? " est" : ""));
+      cell(tr, withErr(y[1], y[2], unit, est), "num" + (est ? " est" : ""));
+      const d = x[1] === null || y[1] === null ? null : y[1] - x[1];
+      const good = hib ? d > 0 : d < 0;
+      cell(tr, d === null ? "—" : (d > 0 ? "+" : "") + fmt(d, unit), "num " + (!d ? "" : good ? "better" : "worse"));
       tbody.appendChild(tr);
     });
+    document.getElementById("compare-count").textContent = kids.length + " metrics in common";
+    history.replaceState(null, "", "?a=" + encodeURIComponent(a.value) + "&b=" + encodeURIComponent(b.value));
   }
   a.addEventListener("change", render);
   b.addEventListener("change", render);
@@ -123,29 +164,31 @@ function initSuite() {
   const data = readData("suite-data");
   if (!data) return;
   const input = document.getElementById("f-suite"), more = document.getElementById("suite-more");
-  let limit = 1000;
+  // rows: [path index, key index, value, stderr, n]; keys: [suite, task, metric, unit, higher_is_better, method, estimate]
+  const name = r => data.paths[r[0]][1];
+  data.rows.sort((x, y) => (x[1] - y[1]) || compareValues(name(x), name(y)));
+  let limit = 500;
   function render() {
-    const q = input.value.toLowerCase();
-    // rows: [page, path, hardware, task, metric, value, stderr, n, unit, higher_is_better, method, estimate]
-    const shown = data.rows.filter(r => !q || (r[1] + " " + r[3] + " " + r[4]).toLowerCase().includes(q));
+    const q = input.value.trim().toLowerCase();
+    const shown = data.rows.filter(r => !q || (name(r) + " " + data.keys[r[1]][1] + " " + data.keys[r[1]][2])
+      .toLowerCase().includes(q));
     const tbody = document.querySelector("#suite-table tbody");
     tbody.replaceChildren();
     shown.slice(0, limit).forEach(r => {
+      const p = data.paths[r[0]], [, task, metric, unit, hib, method, est] = data.keys[r[1]];
       const tr = document.createElement("tr");
-      const a = document.createElement("a");
-      a.href = "../paths/" + r[0] + ".html";
-      a.textContent = r[1];
-      cell(tr, "").appendChild(a);
-      cell(tr, r[2]); cell(tr, r[3]); cell(tr, r[4] + (r[9] ? " ↑" : " ↓"));
-      cell(tr, (r[11] ? "~" : "") + fmt(r[5]), "num" + (r[11] ? " est" : ""));
-      cell(tr, r[6] === null ? "—" : fmtErr(r[6]), "num");
-      cell(tr, String(r[7]), "num"); cell(tr, r[8]); cell(tr, r[10], "muted");
+      linkCell(tr, "../paths/" + p[0] + ".html", p[1]);
+      cell(tr, p[2]); cell(tr, task); cell(tr, metric + (hib ? " ↑" : " ↓"));
+      cell(tr, (est ? "~" : "") + fmt(r[2], unit), "num" + (est ? " est" : ""));
+      cell(tr, r[3] === null ? "—" : fmtErr(r[3], unit), "num");
+      cell(tr, r[4] === null ? "—" : String(r[4]), "num"); cell(tr, unit); cell(tr, method, "muted");
       tbody.appendChild(tr);
     });
-    document.getElementById("suite-count").textContent = shown.length + " rows";
+    document.getElementById("suite-count").textContent = shown.length + " rows" +
+      (shown.length > limit ? " (first " + limit + " shown)" : "");
     more.style.display = shown.length > limit ? "" : "none";
   }
-  input.addEventListener("input", render);
+  input.addEventListener("input", () => { limit = 500; render(); });
   more.addEventListener("click", () => { limit += 1000; render(); });
   render();
 }

@@ -38,40 +38,59 @@ def driver():
     drv.quit()
 
 
+def _column(driver, index: int) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [r.find_elements(By.TAG_NAME, "td")[index].text
+            for r in driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr")]
+
+
 def test_site_in_chromium(driver, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     db = tmp_path / "results.duckdb"
-    write_run(db, "r1", {f"path-{i}": {"acc_correct": outcomes(200, 0.5 + 0.05 * i, i), "sparsity": 0.1 * i,
+    accs = [0.62, 0.48, 0.71, 0.55, 0.66]
+    write_run(db, "r1", {f"path-{i}": {"acc_correct": outcomes(400, a, i), "sparsity": 0.1 * i,
                                        "latency": latencies(30, 0.03 + 0.01 * i, i), "energy": 0.3 + 0.1 * i}
-                         for i in range(5)})
+                         for i, a in enumerate(accs)})
     site = build_site(db, tmp_path / "site")
     driver.get((site / "index.html").as_uri())
-    rows = driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr")
-    assert len(rows) == 5
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr")) == 5
+    assert _column(driver, 0) == sorted(_column(driver, 0))  # by name at first
     header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "#overview th") if th.text.startswith("quality"))
+    col = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#overview th")].index(header.text)
     header.click()
     header.click()  # descending: best quality first
-    first = driver.find_element(By.CSS_SELECTOR, "#overview tbody tr td a").text
-    assert first == "path-4"
-    driver.find_element(By.ID, "f-text").send_keys("path-2")
-    assert len(driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr")) == 1
+    values = [float(v.split(" ± ")[0]) for v in _column(driver, col)]
+    assert values == sorted(values, reverse=True) and len(set(values)) == 5
+    assert "sorted-desc" in header.get_attribute("class")
     Select(driver.find_element(By.ID, "f-hw")).select_by_visible_text("cpu-1t")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.find_element(By.ID, "f-text").clear()
-    driver.find_element(By.ID, "f-text").send_keys(" ")
+    Select(driver.find_element(By.ID, "f-tech")).select_by_visible_text("prune.magnitude")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr")) == 5
+    driver.find_element(By.ID, "f-text").send_keys("path-2")
+    assert _column(driver, 0) == ["path-2"]
+    assert driver.find_element(By.ID, "count").text == "1 of 5 paths"
     driver.find_element(By.ID, "f-text").clear()
     driver.execute_script("document.getElementById('f-text').dispatchEvent(new Event('input'))")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr")) == 5
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "leaderboard.png"))
     driver.find_element(By.LINK_TEXT, "path-3").click()
-    assert "path-3" in driver.find_element(By.TAG_NAME, "h1").text
-    assert "prune.magnitude" in driver.page_source
+    assert driver.find_element(By.TAG_NAME, "h1").text == "path-3"
+    assert "prune.magnitude" in driver.find_element(By.CSS_SELECTOR, "table.lineage").text
+    assert len(driver.find_elements(By.CSS_SELECTOR, "table.metrics tbody tr")) == 3
     driver.get((site / "pareto.html").as_uri())
-    assert len(driver.find_elements(By.CSS_SELECTOR, "svg.pareto")) >= 1
-    assert driver.find_elements(By.CSS_SELECTOR, "circle.front")
+    assert driver.find_elements(By.CSS_SELECTOR, "svg.pareto")
+    best = driver.find_elements(By.CSS_SELECTOR, "circle.front")
+    assert best
+    driver.save_screenshot(str(ARTIFACTS / "leaderboard-pareto.png"))
+    driver.execute_script("arguments[0].parentNode.dispatchEvent(new MouseEvent('click', {bubbles: true}))", best[0])
+    assert driver.current_url.endswith(".html") and "/paths/" in driver.current_url
     driver.get((site / "compare.html").as_uri() + "?a=p-path-0&b=p-path-4")
-    assert driver.find_elements(By.CSS_SELECTOR, "#comparison tbody tr")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#comparison tbody tr")
+    assert len(rows) == 3 and any("better" in td.get_attribute("class") or "worse" in td.get_attribute("class")
+                                  for r in rows for td in r.find_elements(By.TAG_NAME, "td"))
     driver.get((site / "suites" / "quality.html").as_uri())
     assert len(driver.find_elements(By.CSS_SELECTOR, "#suite-table tbody tr")) == 5
     driver.find_element(By.ID, "f-suite").send_keys("path-3")

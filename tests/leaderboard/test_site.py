@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from adapters.errors import UsageError
 from leaderboard.build import build_site, safe_json
+from leaderboard.data import _num, page_name
 from leaderboard.pareto import Point, frontier
+from results.report import fmt
+from results.store import ResultStore
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "results"))
-from results_builders import latencies, outcomes, write_run  # noqa: E402
+from results_builders import latencies, metric, outcomes, write_run  # noqa: E402
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -24,43 +31,133 @@ def site(tmp_path: Path) -> Path:
         HOSTILE: {"acc_correct": outcomes(200, 0.6, 2), "latency": latencies(30, 0.04, 2), "energy": 0.4},
         "slow-bad": {"acc_correct": outcomes(200, 0.5, 3), "latency": latencies(30, 0.09, 3), "energy": 0.9},
     })
+    store = ResultStore(db)  # a failed step, a failed suite and hostile text in every metric field
+    store.record_node("r1", dict(node_hash="n-bad", kind="model", technique=f"quant.{HOSTILE}", params={"x": HOSTILE},
+                                 inputs={"model": "src"}, status="failed", error=f"ValueError: {HOSTILE}",
+                                 traceback=f"Traceback (most recent call last):\n  {HOSTILE}"))
+    store.record_path("r1", dict(path_id="p/../../evil", name="broken", base=HOSTILE, hardware_profile=HOSTILE,
+                                 leaf_hash="n-bad", chain=["src", "n-bad"], steps=[{"technique": "quant.x"}],
+                                 spec_snippet=HOSTILE))
+    store.record_suite_run("r1", dict(run_key="t-base", node_hash="n-base", suite=HOSTILE, profile="quick",
+                                      hardware_profile="cpu-1t", settings={}, status="ok", wall_time_s=1.0,
+                                      metrics=[metric(HOSTILE, HOSTILE, HOSTILE, 2.5e8, None, 1, HOSTILE, True,
+                                                      "estimated:" + HOSTILE)], samples=[], raw=[]))
+    store.record_suite_run("r1", dict(run_key="f-bad", node_hash="n-bad", suite="quality", profile="quick",
+                                      hardware_profile=HOSTILE, settings={}, status="failed", error="boom",
+                                      traceback="Traceback: boom-trace", metrics=[], samples=[], raw=[]))
     return build_site(db, tmp_path / "site")
 
 
 def test_pages_exist_and_link(site: Path):
     for name in ("index.html", "pareto.html", "compare.html", "static/site.js", "static/site.css",
-                 "suites/quality.html", "suites/latency.html", "paths/p-base.html"):
+                 "suites/quality.html", "suites/latency.html", "paths/p-base.html", "data/compare-0.js"):
         assert (site / name).exists(), name
-    assert len(list((site / "paths").glob("*.html"))) == 3
-    assert "http://" not in (site / "index.html").read_text() and "https://" not in (site / "index.html").read_text()
+    assert len(list((site / "paths").glob("*.html"))) == 4
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        assert "http://" not in text and "https://" not in text, page  # self-contained: no CDN
+        for href in re.findall(r'(?:href|src)="([^"?#]+)', text):
+            assert (page.parent / href).resolve().exists(), (page, href)
+
+
+def test_path_page_shows_lineage_costs_metrics_and_reproduction(site: Path):
     detail = (site / "paths" / "p-base.html").read_text()
-    assert "prune.magnitude" in detail and "estimated" in detail and "±" not in detail or True
-    assert "lm-eval 0.4.13" in detail and "codecarbon" in detail
+    assert "prune.magnitude" in detail and "{&#34;sparsity&#34;: 0.5}" in detail.replace("&quot;", "&#34;")
+    assert "1.5 s" in detail and "95.4MiB" in detail and "~3 J" in detail  # the step's wall time, RSS, energy
+    assert "lm-eval 0.4.13" in detail and "estimated:codecarbon-cpu_load" in detail
+    assert re.search(r'class="num est"[^>]*>~0\.5<', detail)  # the energy estimate is marked
+    assert re.search(r'<td class="num">0\.\d+</td><td class="num">0\.0\d+</td><td class="num">200</td>', detail)
+    assert '"cpu_model": "x"' in detail.replace("&#34;", '"')  # the environment
+
+
+def test_failures_are_shown_with_tracebacks(site: Path):
+    broken = (site / "paths" / f"{page_name('p/../../evil')}.html").read_text()
+    assert "failed" in broken and "ValueError: &lt;script&gt;" in broken and "Traceback (most recent" in broken
+    assert "boom-trace" in broken and "No metrics recorded" in broken
 
 
 def test_hostile_names_render_as_text(site: Path):
-    for page in site.rglob("*.html"):
-        text = page.read_text()
-        assert HOSTILE not in text, page
-    assert any("&lt;script&gt;alert(1)&lt;/script&gt;" in p.read_text() for p in (site / "paths").glob("*.html"))
-    assert "\\u003cscript\\u003ealert(1)" in (site / "suites" / "quality.html").read_text()  # inside JSON
+    for page in site.rglob("*"):
+        if page.is_file():
+            text = page.read_text()
+            assert "<script>alert" not in text, page
+            assert "</script><" not in text.replace('</script><script src=', '').replace("</script></body>", ""), page
+    assert not (site.parent / "evil.html").exists() and page_name("p/../../evil").startswith("h")
+    base = (site / "paths" / "p-base.html").read_text()
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in base  # the hostile suite, task, metric and unit
+    assert "\\u003cscript\\u003ealert(1)" in (site / "index.html").read_text()  # inside JSON
     assert "</script>" not in safe_json({"x": HOSTILE})
+    suite = next(p for p in (site / "suites").glob("h*.html"))
+    payload = re.search(r'id="suite-data">(.*?)</script>', suite.read_text(), re.S)
+    assert payload and json.loads(payload.group(1))["keys"][0][0] == HOSTILE
+
+
+def test_overview_data_carries_headlines_and_estimates(site: Path):
+    raw = re.search(r'id="site-data">(.*?)</script>', (site / "index.html").read_text(), re.S)
+    assert raw
+    data = json.loads(raw.group(1))
+    rows = {r[data["keys"].index("path_name")]: dict(zip(data["keys"], r, strict=True)) for r in data["paths"]}
+    assert set(rows) == {"base", HOSTILE, "slow-bad", "broken"}
+    assert rows["base"]["quality"] == pytest.approx(sum(outcomes(200, 0.7, 1)) / 200)
+    assert rows["base"]["energy_per_token_estimate"] is True and rows["base"]["quality_estimate"] is False
+    assert rows["broken"]["quality"] is None and rows["base"]["techniques"] == ["prune.magnitude"]
 
 
 def test_pareto_page_marks_the_frontier(site: Path):
     text = (site / "pareto.html").read_text()
-    assert text.count("<svg") >= 1 and 'class="frontier"' in text and "pt front" in text
+    assert 'class="frontier"' in text and "pt front" in text
+    # quality vs energy on cpu-1t: base (0.7, 0.5 J) and the hostile path (0.6, 0.4 J) are both optimal,
+    # slow-bad (0.5, 0.9 J) is dominated
+    energy = text[text.index("vs energy per decode token"):]
+    energy = energy[:energy.index("</svg>")]
+    front = re.findall(r'class="pt front"><title>(.*?) \([-\d.e+]+, [-\d.e+]+\)</title>', energy)
+    assert sorted(front) == sorted(["base", "&lt;script&gt;alert(1)&lt;/script&gt;"])
+    assert "slow-bad" in energy
 
 
-def test_empty_database_says_no_results(tmp_path: Path):
-    out = build_site(tmp_path / "missing.duckdb", tmp_path / "site")
-    assert "No results yet" in (out / "index.html").read_text()
-    assert "No results yet" in (out / "pareto.html").read_text()
+def test_empty_and_missing_database_say_no_results(tmp_path: Path):
+    ResultStore(tmp_path / "empty.duckdb")
+    for db in (tmp_path / "missing.duckdb", tmp_path / "empty.duckdb"):
+        out = build_site(db, tmp_path / "site")
+        for page in ("index.html", "pareto.html", "compare.html"):
+            assert "No results yet" in (out / page).read_text(), (db, page)
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_site(tmp_path: Path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "thesis.tex").write_text("keep me")
+    with pytest.raises(UsageError, match="not a leaderboard site"):
+        build_site(tmp_path / "missing.duckdb", tmp_path / "home")
+    assert (tmp_path / "home" / "thesis.tex").exists()
+    build_site(tmp_path / "missing.duckdb", tmp_path / "site")
+    build_site(tmp_path / "missing.duckdb", tmp_path / "site")  # a site of ours is replaced
+
+
+@pytest.mark.parametrize("value,unit", [(0.51234, "fraction"), (12.3456, "s"), (123456.7, "tokens/s"),
+                                        (0.00012345, "J/token"), (0.0, "s"), (2.5e8, "bytes"), (5e5, "bytes"),
+                                        (-3.25, "ratio")])
+def test_sql_number_format_matches_python(value: float, unit: str):
+    con = duckdb.connect()
+    got = con.execute(f"SELECT {_num('v')} FROM (SELECT ?::DOUBLE AS v, ?::VARCHAR AS unit)", [value, unit])
+    assert got.fetchone() == (fmt(value, unit=unit),)
 
 
 def test_frontier_known_case():
     pts = [Point(1, 0.5, "a", ""), Point(2, 0.7, "b", ""), Point(3, 0.6, "c", ""), Point(2, 0.4, "d", ""),
-           Point(4, 0.9, "e", "")]
-    assert [pts[i].label for i in frontier(pts)] == ["a", "b", "e"]
-    # higher-is-better x (e.g. tokens/s): the fastest and the best are both on the frontier
+           Point(4, 0.9, "e", ""), Point(4, 0.9, "e2", "")]
+    assert [pts[i].label for i in frontier(pts)] == ["a", "b", "e"]  # a tie is kept once
+    # higher-is-better x (e.g. tokens/s): e is both the fastest and the best, so it dominates everything
     assert [pts[i].label for i in frontier(pts, x_higher_is_better=True)] == ["e"]
+    assert frontier([]) == []
+
+
+def test_frontier_is_exactly_the_non_dominated_set():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(50):
+        pts = [Point(rng.randint(0, 6), rng.randint(0, 6), str(i), "") for i in range(rng.randint(1, 12))]
+        got = {(pts[i].x, pts[i].y) for i in frontier(pts)}
+        want = {(p.x, p.y) for p in pts if not any(q.x <= p.x and q.y >= p.y and (q.x, q.y) != (p.x, p.y)
+                                                   for q in pts)}
+        assert got == want
