@@ -56,12 +56,17 @@ def _require() -> None:
         raise MissingDependencyError(exc.name or "onnxruntime", "deploy.onnxruntime", INSTALL) from exc
 
 
-def export_onnx(model: Any, path: Path, opset: int) -> None:
-    """Trace ``model`` (a Llama-family causal LM) with its KV cache into ``path``."""
+def export_onnx(handle: ModelHandle, path: Path, opset: int) -> None:
+    """Trace a copy of the handle's model (a Llama-family causal LM) with its KV cache into ``path``."""
     import torch
 
     from adapters.techniques._ort import ExportWrapper, io_names, kv_shape
 
+    try:
+        model = copied_model(handle)
+    except RuntimeError as exc:  # quantized tensor subclasses (optimum-quanto) refuse deepcopy
+        raise BackendUnavailableError(f"deploy.onnxruntime: the model cannot be copied for export ({exc})"[:300]
+                                      + "; quantize in ONNX instead (quantize: int8)") from exc
     model.set_attn_implementation("eager")  # sdpa's is_causal shortcut would be traced as a constant
     config = model.config
     past_len, new_len = 3, 4  # any non-zero lengths: the axes are exported as dynamic
@@ -80,7 +85,7 @@ def export_onnx(model: Any, path: Path, opset: int) -> None:
                               output_names=outputs, dynamic_axes=dynamic, opset_version=opset, dynamo=False)
     except Exception as exc:  # the exporter raises many types; all mean "this model does not export"
         raise BackendUnavailableError(f"deploy.onnxruntime: {type(model).__name__} did not export to ONNX "
-                                      f"({type(exc).__name__}: {exc}); quantized torch modules do not export, "
+                                      f"({type(exc).__name__}: {str(exc)[:300]}); quantized torch modules do not export, "
                                       "quantize in ONNX instead (quantize: int8)") from exc
 
 
@@ -98,7 +103,11 @@ def quantize_int8(src: Path, dst: Path, include_lm_head: bool) -> list[str]:
 
 @technique("deploy.onnxruntime")
 class OnnxRuntimeDeploy(Technique):
-    """ONNX Runtime deployment: KV-cache ONNX export, scoring and generation through an ORT session."""
+    """ONNX Runtime deployment: KV-cache ONNX export, optional dynamic int8 (Jacob et al., 2018), ORT session.
+
+    Works on CPU (``CPUExecutionProvider``). A model holding torch-quantized modules (``quant.int8``,
+    ``quant.rtn``) does not export: deploy first and use ``quantize: int8`` here.
+    """
 
     Params = OrtParams
     requires = ("onnxruntime", "onnx", "torch", "transformers")
@@ -108,7 +117,7 @@ class OnnxRuntimeDeploy(Technique):
         p = self.params
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         fp32 = ctx.workdir / ("fp32.onnx" if p.quantize == "int8" else ONNX_FILE)
-        export_onnx(copied_model(handle), fp32, p.opset)
+        export_onnx(handle, fp32, p.opset)
         target, excluded = fp32, []
         if p.quantize == "int8":
             target = ctx.workdir / ONNX_FILE

@@ -99,3 +99,13 @@ def test_smollm2_ort_perplexity_and_decode_speed(smollm2, benchmarks_dir, tmp_pa
     assert ppl["torch"] < ppl["ort_int8"] < 2 * ppl["torch"]
     linears = [m for n, m in smollm2.model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"]
     assert ort8.weight_footprint()["int8"] == sum(m.weight.numel() + m.out_features for m in linears)
+
+
+@pytest.mark.parametrize("quant,params", [("quant.int8", {}), ("quant.rtn", {"group_size": 32})])
+def test_torch_quantized_models_fail_clearly(quant, params, tiny_handle, tmp_path):
+    from adapters.errors import BackendUnavailableError
+
+    cls = TECHNIQUES.get(quant)
+    quantized = cls(build_params(cls, params)).apply(tiny_handle, TechniqueContext(seed=0, workdir=tmp_path))
+    with pytest.raises(BackendUnavailableError, match="quantize: int8"):
+        deploy(quantized, tmp_path)

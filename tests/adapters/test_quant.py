@@ -66,19 +66,33 @@ def test_awq_is_deterministic_and_checks_group_size(awq_tiny, tiny_handle, tmp_p
 
 
 @pytest.mark.slow
-def test_smollm2_weight_quantizers(smollm2, benchmarks_dir, tmp_path):
+def test_smollm2_int8_and_rtn(smollm2, benchmarks_dir, tmp_path):
     from tests.adapters.test_prune import _wiki_lines, _wiki_ppl
 
     lines = _wiki_lines(benchmarks_dir)
     out = {"int8": apply("quant.int8", {}, smollm2, tmp_path / "int8"),
-           "rtn4": apply("quant.rtn", {"bits": 4, "group_size": 64}, smollm2, tmp_path / "rtn"),
-           "awq4": apply("quant.awq", {"n_samples": 16, "seq_len": 256}, smollm2, tmp_path / "awq")}
+           "rtn8": apply("quant.rtn", {"bits": 8}, smollm2, tmp_path / "rtn8"),
+           "rtn4": apply("quant.rtn", {"bits": 4, "group_size": 64}, smollm2, tmp_path / "rtn4")}
     ppl = {"base": _wiki_ppl(smollm2, lines), **{k: _wiki_ppl(h, lines) for k, h in out.items()}}
     foot = {k: {d: round(b / 2**20, 1) for d, b in h.weight_footprint().items()} for k, h in out.items()}
-    print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()})
-    print("weight footprint MiB:", foot, "awq packed on disk MiB:", round(out["awq4"].meta["awq"]["packed_bytes"] / 2**20, 1))
-    for name, lin in decoder_linears(out["awq4"].model).items():
+    print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()}, "weight footprint MiB:", foot)
+    assert foot["int8"]["int8"] > 100 and foot["rtn4"]["uint8"] == pytest.approx(foot["int8"]["int8"] / 2, rel=0.01)
+    assert ppl["rtn8"] == pytest.approx(ppl["base"], rel=0.02)  # int8 weights alone barely change quality
+    assert 1.02 * ppl["base"] < ppl["rtn4"] < 1.5 * ppl["base"]
+    # dynamic int8 also quantizes activations (per tensor, at run time): SmolLM2's outliers cost far more
+    assert ppl["rtn4"] < ppl["int8"] < 4 * ppl["base"]
+
+
+@pytest.mark.slow
+def test_smollm2_awq_beats_rtn_at_int4(smollm2, benchmarks_dir, tmp_path):
+    from tests.adapters.test_prune import _wiki_lines, _wiki_ppl
+
+    lines = _wiki_lines(benchmarks_dir)
+    awq = apply("quant.awq", {"n_samples": 8, "seq_len": 128}, smollm2, tmp_path / "awq")
+    rtn = apply("quant.rtn", {"bits": 4, "group_size": 64}, smollm2, tmp_path / "rtn")
+    ppl = {"base": _wiki_ppl(smollm2, lines), "awq4": _wiki_ppl(awq, lines), "rtn4": _wiki_ppl(rtn, lines)}
+    print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()},
+          "awq packed on disk MiB:", round(awq.meta["awq"]["packed_bytes"] / 2**20, 1))
+    for name, lin in decoder_linears(awq.model).items():
         assert max_levels_per_group(lin.weight, 64) <= 16, name
-    assert ppl["base"] < ppl["int8"] < 1.1 * ppl["base"]
-    assert ppl["base"] < ppl["awq4"] < 1.5 * ppl["base"]
-    assert ppl["awq4"] < ppl["rtn4"]  # activation-aware scales beat plain round-to-nearest at int4, group 64
+    assert ppl["base"] < ppl["awq4"] < ppl["rtn4"]  # activation-aware scales beat plain round-to-nearest
