@@ -164,3 +164,22 @@ def test_energy_is_labelled_estimated_without_rapl(tiny_handle, tmp_path):
             assert m.method.startswith("estimated:codecarbon-process-") and m.is_estimate
     assert by["decode_power_w"].value > by["idle_power_w"].value  # work draws more than sleeping
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # codecarbon wrote no files
+
+
+@pytest.mark.slow
+def test_smollm2_quick_latency_is_memory_bound_decode_and_compute_bound_prefill(smollm2, tmp_path, monkeypatch):
+    """fp32 SmolLM2 must read all 540 MB of weights per decode step (memory-bound), while a 128-token prefill
+    does 128x the FLOPs over the same bytes (compute-bound); neither can beat its roofline by much."""
+    import time
+
+    monkeypatch.setenv("SLM_HOME", str(tmp_path))
+    start = time.perf_counter()
+    res = SUITES.get("latency")().run(smollm2, SuiteContext(profile="quick", workdir=tmp_path))
+    elapsed = time.perf_counter() - start
+    by = {(m.task, m.name): m for m in res.metrics}
+    decode, prefill = by[("p128b1", "roofline_fraction")], by[("p128b1", "prefill_roofline_fraction")]
+    print(f"quick latency on SmolLM2: {elapsed:.1f} s; decode {by[('p128b1', 'decode_tokens_per_s')].value:.1f} "
+          f"tokens/s = {decode.value:.2f} of roofline; prefill {prefill.value:.2f} of roofline")
+    assert decode.details["bound_by"] == "memory" and prefill.details["bound_by"] == "compute"
+    assert 0.05 < decode.value < 1.3 and 0.05 < prefill.value < 1.3
+    assert all(by[("p32b1", n)].n >= 3 for n in ("ttft_s", "decode_tokens_per_s"))
