@@ -1,9 +1,10 @@
 """Hardware ceilings for roofline bounds: memory bandwidth and fp32 matmul FLOP/s, measured once per
 machine and thread count, cached as JSON in the workspace (``<SLM_HOME>/ceilings.json``).
 
-Bandwidth is a large array copy (bytes read + written over the median time of repeated copies, arrays
-much larger than the caches); FLOP/s is the median of repeated square fp32 GEMMs through torch at the
-profile's thread count. A forward pass can at best use both, so it takes at least
+Bandwidth is a large array copy (bytes read + written over the fastest of repeated copies, arrays much
+larger than the caches); FLOP/s is the fastest of repeated fp32 GEMMs through torch at the profile's thread
+count, over a few shapes. Ceilings are peaks, so the fastest repeat is kept (the median and spread are
+recorded too); the 1-minute load average at measurement time is kept with them. A forward pass can at best use both, so it takes at least
 ``max(bytes moved / bandwidth, FLOPs / matmul FLOP/s)``: that bounds prefill and decode tokens/s from above
 (Williams et al., 2009, "Roofline"). Bytes and FLOPs are counted from the model (:class:`RooflineInputs`).
 """
@@ -22,7 +23,8 @@ from typing import Any
 from suites.base import Metric
 
 COPY_BYTES = 256 * 2**20
-GEMM_N = 1024
+GEMM_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (128, 576, 576), (256, 1024, 4096))
+VERSION = 2  # part of the cache key: entries measured by another method are not reused
 
 
 def cpu_model() -> str:
@@ -42,8 +44,17 @@ def _cache_file() -> Path:
     return Path(os.environ.get("SLM_HOME", ".slm")) / "ceilings.json"
 
 
+def _summary(work: float, times: list[float]) -> dict[str, Any]:
+    """Peak rate (work / fastest repeat), the median rate, n and the relative stdev of the times."""
+    return {"peak": work / min(times), "median": work / statistics.median(times), "n": len(times),
+            "stdev_rel": statistics.stdev(times) / statistics.mean(times)}
+
+
 def measure_bandwidth(repeats: int = 7) -> dict[str, Any]:
-    """Copy bandwidth in bytes/s (read + write), median of ``repeats`` copies of a 256 MiB array."""
+    """Copy bandwidth in bytes/s (read + write) of a 256 MiB array: the fastest of ``repeats`` copies.
+
+    A ceiling is the best the machine can do; on a shared machine slower repeats measure the neighbours.
+    """
     import numpy as np
 
     src = np.ones(COPY_BYTES // 8, dtype=np.float64)
@@ -53,36 +64,47 @@ def measure_bandwidth(repeats: int = 7) -> dict[str, Any]:
         t = time.perf_counter()
         np.copyto(dst, src)
         times.append(time.perf_counter() - t)
-    times = times[1:]  # the first copy faults the destination pages in
-    med = statistics.median(times)
-    return {"bytes_per_s": 2 * COPY_BYTES / med, "n": len(times),
-            "stdev_rel": statistics.stdev(times) / statistics.mean(times), "method": "measured:numpy-copy-256MiB"}
+    st = _summary(2 * COPY_BYTES, times[1:])  # the first copy faults the destination pages in
+    return {"bytes_per_s": st.pop("peak"), **st, "method": "measured:numpy-copy-256MiB-best"}
+
+
+def _gemm_times(m: int, k: int, n: int, repeats: int) -> list[float]:
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)  # warm-up: packing buffers, first-touch
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return times
 
 
 def measure_matmul(threads: int, repeats: int = 7) -> dict[str, Any]:
-    """fp32 GEMM FLOP/s at ``threads`` torch threads, median of ``repeats`` 1024^3 products."""
+    """fp32 GEMM FLOP/s at ``threads`` torch threads: the best shape's fastest of ``repeats`` products.
+
+    Shapes: square 1024 and 2048, and a prefill-like tall-skinny product (few rows, wide weights), since
+    BLAS efficiency depends on shape and the ceiling must not sit below what a model's own GEMMs reach.
+    """
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
-        torch.mm(a, b)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            torch.mm(a, b)
-            times.append(time.perf_counter() - t)
+        by_shape = {shape: _summary(2 * shape[0] * shape[1] * shape[2], _gemm_times(*shape, repeats))
+                    for shape in GEMM_SHAPES}
     finally:
         torch.set_num_threads(before)
-    med = statistics.median(times)
-    return {"flops": 2 * GEMM_N**3 / med, "n": len(times), "stdev_rel": statistics.stdev(times) / statistics.mean(times),
-            "method": f"measured:torch-mm-fp32-{GEMM_N}"}
+    peaks = {"x".join(map(str, s)): round(v["peak"]) for s, v in by_shape.items()}
+    shape, best = max(by_shape.items(), key=lambda kv: kv[1]["peak"])
+    return {"flops": best.pop("peak"), **best, "shape": list(shape), "method": "measured:torch-mm-fp32-best",
+            "by_shape": peaks}
 
 
 def ceilings(threads: int = 1, refresh: bool = False) -> dict[str, Any]:
     """The machine's ceilings at ``threads`` (cached per CPU model and thread count)."""
-    key = f"{cpu_model()}|{os.cpu_count()}cpu|{threads}t"
+    key = f"{cpu_model()}|{os.cpu_count()}cpu|{threads}t|v{VERSION}"
     file = _cache_file()
     cache: dict[str, Any] = {}
     if file.exists():
@@ -93,7 +115,7 @@ def ceilings(threads: int = 1, refresh: bool = False) -> dict[str, Any]:
     if key in cache and not refresh:
         return {**cache[key], "cached": True}
     found = {"bandwidth": measure_bandwidth(), "matmul": measure_matmul(threads), "key": key,
-             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg_1m": os.getloadavg()[0]}
     cache[key] = found
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs each write their own, then replace

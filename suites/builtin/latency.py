@@ -148,9 +148,11 @@ class LatencySuite(Suite):
 def ceiling_metrics(ceil: dict[str, Any]) -> list[Metric]:
     """The machine's measured ceilings as metrics of the ``ceiling`` task."""
     bw, mm = ceil["bandwidth"], ceil["matmul"]
-    details = {"cached": ceil["cached"], "key": ceil["key"], "measured_at": ceil.get("measured_at")}
+    details = {"cached": ceil["cached"], "key": ceil["key"], "measured_at": ceil.get("measured_at"),
+               "loadavg_1m": ceil.get("loadavg_1m")}
     return [Metric("latency", "ceiling", "memory_bandwidth", bw["bytes_per_s"],
                    bw["bytes_per_s"] * bw["stdev_rel"] / bw["n"] ** 0.5, bw["n"], "bytes/s", True, bw["method"],
-                   details),
+                   {**details, "median": bw["median"], "stdev_rel": bw["stdev_rel"]}),
             Metric("latency", "ceiling", "matmul_flops", mm["flops"], mm["flops"] * mm["stdev_rel"] / mm["n"] ** 0.5,
-                   mm["n"], "FLOP/s", True, mm["method"], details)]
+                   mm["n"], "FLOP/s", True, mm["method"], {**details, "median": mm["median"], "shape": mm["shape"],
+                                                          "by_shape": mm["by_shape"]})]

@@ -25,7 +25,7 @@ from suites.ceilings import activation_bytes, kv_bytes_per_token
 if TYPE_CHECKING:
     from adapters.handle import ModelHandle
 
-PROFILES = {"quick": {"repeats": 1, "new_tokens": 32, "prompt_tokens": 128},
+PROFILES = {"quick": {"repeats": 2, "new_tokens": 32, "prompt_tokens": 128},
             "standard": {"repeats": 3, "new_tokens": 64, "prompt_tokens": 256},
             "full": {"repeats": 5, "new_tokens": 128, "prompt_tokens": 512}}
 
