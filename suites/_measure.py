@@ -242,10 +242,11 @@ class EnergyMeter:
             self._tracker.stop()
             data = self._tracker.final_emissions_data
             self.joules = float(data.energy_consumed) * 3.6e6  # kWh -> J
-            cpu_mode = next((getattr(h, "_mode", None) for h in self._tracker._hardware
-                             if type(h).__name__ == "CPU"), None) or "unknown"
+            cpu = next((h for h in getattr(self._tracker, "_hardware", []) if type(h).__name__ == "CPU"), None)
+            cpu_mode = getattr(cpu, "_mode", None) or "unknown"  # e.g. cpu_load (load x TDP) or constant
             self.method = f"estimated:codecarbon-{self.tracking_mode}-{cpu_mode}"
             self.details = {"cpu_j": float(data.cpu_energy) * 3.6e6, "ram_j": float(data.ram_energy) * 3.6e6,
-                            "cpu_power_model": cpu_mode, "codecarbon_cpu_model": str(data.cpu_model)}
+                            "cpu_power_model": cpu_mode, "cpu_tdp_w": getattr(cpu, "_tdp", None),
+                            "codecarbon_cpu_model": str(data.cpu_model)}
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
