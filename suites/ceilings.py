@@ -126,7 +126,7 @@ def ceilings(threads: int = 1, refresh: bool = False) -> dict[str, Any]:
 
 def activation_bytes(model: Any) -> int:
     """Bytes per activation (and KV-cache) value: the model's float dtype, fp32 for integer-weight models."""
-    dtype = getattr(model, "dtype", None)
+    dtype: Any = getattr(model, "dtype", None)
     return int(dtype.itemsize) if getattr(dtype, "is_floating_point", False) else 4
 
 

@@ -142,8 +142,13 @@ def test_latency_metrics_carry_distribution_and_raw(tiny_handle, tmp_path, monke
     assert (Path(tmp_path) / "ceilings.json").exists()
 
 
-def test_memory_peaks_agree_with_kernel_max_rss(tiny_handle, tmp_path):
-    res = SUITES.get("memory")().run(tiny_handle, SuiteContext(profile="quick", workdir=tmp_path, options={"repeats": 1}))
+@pytest.mark.parametrize("from_artifact", [False, True])
+def test_memory_peaks_agree_with_kernel_max_rss(tiny_handle, tmp_path, from_artifact):
+    options: dict = {"repeats": 1}
+    if from_artifact:  # the child loads the stored node, as the harness passes it
+        options["artifact_dir"] = str(tiny_handle.save(tmp_path / "artifact"))
+    res = SUITES.get("memory")().run(tiny_handle, SuiteContext(profile="quick", workdir=tmp_path, options=options))
+    assert res.settings["loaded_from"] == options.get("artifact_dir", tiny_handle.source)
     m = {x.name: x for x in res.metrics}
     sampled = max(m["peak_rss_load"].value, m["peak_rss_generate"].value)
     assert abs(sampled - m["max_rss_process"].value) / m["max_rss_process"].value < 0.10
