@@ -5,16 +5,14 @@
 - ``slm_agreement``: subject-verb agreement minimal pairs across an attractor ("The keys to the cabinet are").
 - ``slm_sequence``: continue a sequence (arithmetic progressions, weekdays, months, number words, letters).
 
-Each writes ``{query, choices, gold}`` JSONL and an lm-eval YAML (acc, acc_norm), so probes run through
-the same engine as every other task. Chance level is 1/4 (1/2 for agreement).
+Items are ``{id, query, choices, gold}``; ``suites/tasks/slm_*.yaml`` make them lm-eval tasks (acc,
+acc_norm), so probes run through the same engine as every other task. Chance level is 1/4 (1/2 for agreement).
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 VERSION = 2
@@ -102,37 +100,8 @@ PROBES: dict[str, tuple[Callable[[random.Random], dict[str, Any]], float]] = {
     "slm_sequence": (sequence, 0.25),
 }
 
-_YAML = """task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{query}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{gold}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: {version}.0
-  generator: slm-lifecycle probes
-"""
-
-
 def items(task: str, n: int = N_ITEMS, seed: int = 0) -> list[dict[str, Any]]:
     """The probe's items; the seed mixes in the probe's name so probes differ from each other."""
     make, _ = PROBES[task]
     rng = random.Random(f"{task}:{VERSION}:{seed}")
     return [{"id": f"{task}-{i}", **make(rng)} for i in range(n)]
-
-
-def write_task(task: str, out: Path, seed: int = 0, n: int = N_ITEMS) -> None:
-    data = out / f"{task}.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in items(task, n, seed)), encoding="utf-8")
-    (out / f"{task}.yaml").write_text(_YAML.format(task=task, data=json.dumps(str(data)), version=VERSION))

@@ -1,65 +1,140 @@
 """The ``quality`` suite: lm-evaluation-harness as the engine, on any :class:`ModelHandle`.
 
-Runs built-in offline probes (:mod:`suites.probes`), the standard benchmarks from local files
-(:mod:`suites.localdata`: lm-eval's own task definitions over converted local data), tasks from a user's
-``include_path`` and, where their datasets are reachable, any task of lm-eval's index. One
-``simple_evaluate`` call scores all of a path's tasks on one loaded model; a ``TaskManager`` over only
-the local task directories is built unless a task needs lm-eval's full index.
+Stages: read the options, build the task manager, load the tasks, pick the fixed-seed subsample, evaluate
+with ``simple_evaluate`` (one call for all of a path's tasks on the one loaded model), convert lm-eval's
+results to metrics and per-sample records.
 
-Profiles subsample every task to a fixed-seed set of document ids (``quick`` 100, ``standard`` 500,
-``full`` all), passed to lm-eval as ``samples`` so document ids stay the originals and per-sample
-outcomes pair across paths. Few-shot count, chat template, batch size and threads are recorded.
+Tasks come from the package's task directory (:mod:`suites.tasks`: the built-in probes and the standard
+benchmarks over local files, as lm-eval YAMLs), a user's ``include_path`` and, only when a task is found in
+neither, lm-eval's full index (whose hub datasets fail with a clear message when offline). Profiles
+subsample every task to a fixed-seed set of document ids (``quick`` 100, ``standard`` 500, ``full`` all),
+passed to lm-eval as ``samples`` so document ids stay the originals and per-sample outcomes pair across
+paths. Few-shot count, chat template, batch size, threads and the subsample are recorded.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from adapters.errors import UsageError
-from suites import localdata, probes
-from suites.base import Metric, SampleRecord, Suite, SuiteContext, SuiteResult, suite
+from suites import probes
+from suites.base import PROFILES, Metric, SampleRecord, Suite, SuiteContext, SuiteResult, suite
+from suites.tasks import TASKS_DIR
+from suites.tasks.data import BENCHMARKS, resolve_data_dir
 
 if TYPE_CHECKING:
     from adapters.handle import ModelHandle
 
-PROFILE_N = {"quick": 50, "standard": 500, "full": None}
-# lm-eval batches requests of similar length; on CPU batch 8 scores ~3x faster than batch 1. Results equal
-# the lm_eval CLI's at the same batch size, so it is recorded with every result.
+PROFILE_N = {"quick": 100, "standard": 500, "full": None}
+# On CPU lm-eval scores ~3x faster at batch 8 than at 1. Scores equal the lm_eval CLI's at the *same* batch
+# size (padding changes the float sums), so the batch size is recorded with every result.
 DEFAULT_BATCH = 8
 DEFAULT_TASKS = tuple(probes.PROBES)
 BOOTSTRAP_ITERS = 1000
+BUILTIN_TASKS = (*probes.PROBES, *BENCHMARKS)
 
 
-def _count(path: Path) -> int:
-    with path.open(encoding="utf-8") as fh:
-        return sum(1 for line in fh if line.strip())
+class Options(NamedTuple):
+    """The suite's validated options."""
+
+    tasks: list[str]
+    include_path: Path | None
+    num_fewshot: int | None
+    apply_chat_template: bool
+    batch_size: int
+    n: int | None
+    data_dir: Path | None
 
 
-def prepare_tasks(tasks: list[str], workdir: Path, data_dir: Path | None, seed: int) -> dict[str, int | None]:
-    """Write the probe and local-benchmark tasks into ``workdir``; returns task -> document count (None: not ours)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    sizes: dict[str, int | None] = {}
-    for task in tasks:
-        if task in probes.PROBES:
-            probes.write_task(task, workdir, seed=0)  # probe content is fixed by its version, not the run's seed
-        elif task in localdata.BENCHMARKS:
-            localdata.write_task(task, data_dir, workdir)
-        else:
-            sizes[task] = None
-            continue
-        sizes[task] = _count(workdir / f"{task}.jsonl")
-    return sizes
+def _int_option(opts: dict[str, Any], name: str, minimum: int) -> int | None:
+    value = opts.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"quality.{name}: {value!r} is not allowed (an integer >= {minimum})")
+    return value
 
 
-def subsample(sizes: dict[str, int | None], n: int | None, seed: int) -> dict[str, list[int]]:
-    """Fixed-seed document ids per task (sorted), for tasks we know the size of and that exceed ``n``."""
-    out = {}
-    for task, size in sizes.items():
-        if size is not None and n is not None and size > n:
-            out[task] = sorted(random.Random(f"{task}:{seed}").sample(range(size), n))
+def read_options(ctx: SuiteContext) -> Options:
+    """Validate ``ctx.options`` and the profile; every bad value names the field and what is allowed."""
+    opts = ctx.options
+    if ctx.profile not in PROFILE_N:
+        raise UsageError(f"quality.profile: {ctx.profile!r} is not allowed (one of {', '.join(PROFILES)})")
+    tasks = opts.get("tasks") or list(DEFAULT_TASKS)
+    tasks = [tasks] if isinstance(tasks, str) else tasks
+    if not isinstance(tasks, list | tuple) or not all(isinstance(t, str) and t for t in tasks):
+        raise UsageError(f"quality.tasks: {tasks!r} is not allowed (a list of task names)")
+    chat = opts.get("apply_chat_template", False)
+    if not isinstance(chat, bool):
+        raise UsageError(f"quality.apply_chat_template: {chat!r} is not allowed (true or false)")
+    include = opts.get("include_path")
+    if include is not None and not Path(str(include)).expanduser().is_dir():
+        raise UsageError(f"quality.include_path: {include!r} is not a directory (a folder of lm-eval task YAMLs)")
+    limit = _int_option(opts, "limit", 1)
+    return Options(list(dict.fromkeys(tasks)), Path(str(include)).expanduser() if include else None,
+                   _int_option(opts, "num_fewshot", 0), chat, _int_option(opts, "batch_size", 1) or DEFAULT_BATCH,
+                   limit or PROFILE_N[ctx.profile], resolve_data_dir(opts.get("data_dir"), ctx.data_dir))
+
+
+def load_tasks(names: list[str], include_path: Path | None, data_dir: Path | None) -> tuple[Any, list[Any]]:
+    """lm-eval task objects for ``names``: local YAMLs first; lm-eval's full index (~7 s) only if needed.
+
+    Returns the local task manager and the objects (a Group for a group name, else its leaf tasks).
+    """
+    from lm_eval.tasks import TaskManager
+
+    paths = [str(TASKS_DIR)] + ([str(include_path)] if include_path else [])
+    meta = {"data_dir": str(data_dir)} if data_dir else {}
+    local = TaskManager(include_path=paths, include_defaults=False, metadata=meta)
+    foreign = [t for t in names if t not in local.all_tasks]
+    index = TaskManager(include_path=paths, metadata=meta) if foreign else local
+    missing = [t for t in foreign if t not in index.all_tasks]
+    if missing:
+        raise UsageError(f"quality.tasks: unknown task(s) {missing} (built-in: {', '.join(BUILTIN_TASKS)}; "
+                         "or a task of lm-eval's index, or of a YAML in include_path)")
+    objects: list[Any] = []
+    for name in names:
+        loaded = _load_one(local if name not in foreign else index, name)
+        objects += [loaded["groups"][name]] if name in loaded["groups"] else list(loaded["tasks"].values())
+    return local, objects
+
+
+def _load_one(tm: Any, name: str) -> dict[str, Any]:
+    try:
+        return tm.load([name])
+    except UsageError:
+        raise
+    except Exception as exc:  # a dataset that cannot be read: say which task and why
+        offline = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(v) not in (None, "0", "")]
+        hint = (f"; {'/'.join(offline)} is set, so datasets on the Hugging Face hub are unreachable: use a built-in "
+                f"task ({', '.join(BUILTIN_TASKS)}) with data_dir, or a task YAML over local files in include_path"
+                if offline else "")
+        raise UsageError(f"quality.tasks: task {name!r} could not load its dataset "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}){hint}") from exc
+
+
+def leaf_tasks(objects: list[Any]) -> dict[str, Any]:
+    """Every leaf task among ``objects`` (groups expanded), by task name."""
+    from lm_eval.api.group import Group
+
+    out: dict[str, Any] = {}
+    for obj in objects:
+        for task in obj.get_all_tasks() if isinstance(obj, Group) else [obj]:
+            out[task.task_name] = task
     return out
+
+
+def pick_samples(tasks: dict[str, Any], n: int | None, seed: int) -> dict[str, list[int]]:
+    """Fixed-seed document ids (sorted) for each task with more than ``n`` documents; others run whole."""
+    picked = {}
+    for name, task in tasks.items():
+        size = len(task.eval_docs)
+        if n is not None and size > n:
+            picked[name] = sorted(random.Random(f"{name}:{seed}").sample(range(size), n))
+    return picked
 
 
 @suite("quality")
@@ -69,83 +144,73 @@ class QualitySuite(Suite):
     options = ("tasks", "include_path", "num_fewshot", "apply_chat_template", "batch_size", "limit", "data_dir")
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
-        opts = ctx.options
-        tasks = list(opts.get("tasks") or DEFAULT_TASKS)
-        if not all(isinstance(t, str) for t in tasks):
-            raise UsageError(f"quality.tasks: {tasks!r} is not allowed (a list of task names)")
-        data_dir = localdata.data_dir_for(opts.get("data_dir"), ctx.data_dir)
-        workdir = Path(ctx.workdir) / "quality-tasks"
-        sizes = prepare_tasks(tasks, workdir, data_dir, ctx.seed)
-        n = opts.get("limit") or PROFILE_N[ctx.profile]
-        picked = subsample(sizes, n, ctx.seed)
-        tm = self._task_manager(workdir, opts.get("include_path"), [t for t, s in sizes.items() if s is None])
-        batch = int(opts.get("batch_size") or DEFAULT_BATCH)
+        opts = read_options(ctx)
+        tm, objects = load_tasks(opts.tasks, opts.include_path, opts.data_dir)
+        tasks = leaf_tasks(objects)
+        picked = pick_samples(tasks, opts.n, ctx.seed)
         saved = (handle.batch_size, handle._lm)
-        handle.batch_size, handle._lm = batch, None  # the lm-eval LM is built for one batch size
+        handle.batch_size, handle._lm = opts.batch_size, None  # the lm-eval LM is built for one batch size
         handle.activate()
         try:
-            return self._evaluate(handle, ctx, tasks, tm, picked, n)
+            out = self._evaluate(handle, tm, objects, picked, opts, ctx.seed)
         finally:
             handle.batch_size, handle._lm = saved
+        sizes = {name: len(task.eval_docs) for name, task in tasks.items()}
+        return to_result(out, picked, sizes, self._settings(handle, opts, ctx, picked))
 
-    def _evaluate(self, handle: ModelHandle, ctx: SuiteContext, tasks: list[str], tm: Any,
-                  picked: dict[str, list[int]], n: int | None) -> SuiteResult:
+    @staticmethod
+    def _evaluate(handle: ModelHandle, tm: Any, objects: list[Any], picked: dict[str, list[int]],
+                  opts: Options, seed: int) -> dict[str, Any]:
         from lm_eval import simple_evaluate
 
-        opts = ctx.options
-        settings = {"tasks": tasks, "num_fewshot": opts.get("num_fewshot"), "batch_size": handle.batch_size,
-                    "threads": handle.threads, "apply_chat_template": bool(opts.get("apply_chat_template", False)),
-                    "subsample": {"n": n, "seed": ctx.seed, "method": "random.sample of doc ids"},
-                    "bootstrap_iters": BOOTSTRAP_ITERS}
         out = simple_evaluate(
-            model=handle.lm(), tasks=tasks, task_manager=tm, num_fewshot=opts.get("num_fewshot"),
-            batch_size=handle.batch_size, apply_chat_template=bool(opts.get("apply_chat_template", False)),
-            samples=picked or None, limit=None if picked else n, log_samples=True,
-            bootstrap_iters=BOOTSTRAP_ITERS, random_seed=ctx.seed, numpy_random_seed=ctx.seed,
-            torch_random_seed=ctx.seed, fewshot_random_seed=ctx.seed,
+            model=handle.lm(), tasks=objects, task_manager=tm, num_fewshot=opts.num_fewshot,
+            batch_size=opts.batch_size, apply_chat_template=opts.apply_chat_template,
+            samples=picked or None, log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, random_seed=seed,
+            numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
         )
         if out is None:
             raise RuntimeError("lm-eval returned no results")
-        return self._convert(out, picked, settings)
+        return dict(out)
 
     @staticmethod
-    def _task_manager(workdir: Path, include_path: Any, foreign: list[str]) -> Any:
-        from lm_eval.tasks import TaskManager
-
-        paths = [str(workdir)] + ([str(Path(include_path).expanduser())] if include_path else [])
-        tm = TaskManager(include_path=paths, include_defaults=False)
-        unknown = [t for t in foreign if t not in tm.all_tasks]
-        if unknown:  # only now pay for lm-eval's full index (~7 s)
-            tm = TaskManager(include_path=paths)
-            missing = [t for t in unknown if t not in tm.all_tasks]
-            if missing:
-                raise UsageError(f"quality.tasks: unknown task(s) {missing} (built-in: "
-                                 f"{', '.join([*probes.PROBES, *localdata.BENCHMARKS])}; or an lm-eval task name)")
-        return tm
-
-    def _convert(self, out: dict[str, Any], picked: dict[str, list[int]], settings: dict[str, Any]) -> SuiteResult:
+    def _settings(handle: ModelHandle, opts: Options, ctx: SuiteContext,
+                  picked: dict[str, list[int]]) -> dict[str, Any]:
         import lm_eval
 
-        res = SuiteResult(settings=settings)
-        method = f"lm-eval {lm_eval.__version__}"
-        for task, values in out["results"].items():
-            hib = out.get("higher_is_better", {}).get(task, {})
-            n_eff = int(out.get("n-samples", {}).get(task, {}).get("effective", 0))
-            shots = out.get("n-shot", {}).get(task)
-            for key, value in values.items():
-                if "," not in key or "_stderr" in key or not isinstance(value, int | float):
-                    continue
-                metric, filt = key.split(",", 1)
-                stderr = values.get(f"{metric}_stderr,{filt}")
-                name = metric if filt == "none" else f"{metric}_{filt}"
-                res.metrics.append(Metric(
-                    "quality", task, name, float(value),
-                    float(stderr) if isinstance(stderr, int | float) else None, n_eff, _unit(metric),
-                    bool(hib.get(metric, True)), method,
-                    {"filter": filt, "num_fewshot": shots, "subsampled": task in picked,
-                     "n_docs": len(picked[task]) if task in picked else n_eff}))
-            res.samples.extend(_samples(task, out.get("samples", {}).get(task, [])))
-        return res
+        return {"tasks": opts.tasks, "num_fewshot": opts.num_fewshot, "apply_chat_template": opts.apply_chat_template,
+                "batch_size": opts.batch_size, "threads": handle.threads, "profile": ctx.profile,
+                "subsample": {"n": opts.n, "seed": ctx.seed, "method": "random.Random(f'{task}:{seed}').sample",
+                              "tasks": sorted(picked)},
+                "include_path": str(opts.include_path) if opts.include_path else None,
+                "data_dir": str(opts.data_dir) if opts.data_dir else None,
+                "bootstrap_iters": BOOTSTRAP_ITERS, "lm_eval": lm_eval.__version__}
+
+
+def to_result(out: dict[str, Any], picked: dict[str, list[int]], sizes: dict[str, int],
+              settings: dict[str, Any]) -> SuiteResult:
+    """lm-eval's output as metrics (with stderr, n, unit, direction, method) and per-sample records."""
+    import lm_eval
+
+    res = SuiteResult(settings={**settings, "task_versions": dict(out.get("versions", {}))})
+    method = f"lm-eval {lm_eval.__version__}"
+    for task, values in out["results"].items():
+        hib = out.get("higher_is_better", {}).get(task, {})
+        n_eff = int(out.get("n-samples", {}).get(task, {}).get("effective", 0))
+        details = {"num_fewshot": out.get("n-shot", {}).get(task), "version": out.get("versions", {}).get(task),
+                   "subsample": {"n": len(picked[task]), "of": sizes.get(task), "seed": settings["subsample"]["seed"]}
+                   if task in picked else None}
+        for key, value in values.items():
+            if "," not in key or "_stderr" in key or not isinstance(value, int | float):
+                continue
+            metric, filt = key.split(",", 1)
+            stderr = values.get(f"{metric}_stderr,{filt}")
+            res.metrics.append(Metric(
+                "quality", task, metric if filt == "none" else f"{metric}_{filt}", float(value),
+                float(stderr) if isinstance(stderr, int | float) else None, n_eff, _unit(metric),
+                bool(hib.get(metric, True)), method, {**details, "filter": filt}))
+        res.samples.extend(_samples(task, out.get("samples", {}).get(task, [])))
+    return res
 
 
 def _unit(metric: str) -> str:
@@ -157,18 +222,17 @@ def _unit(metric: str) -> str:
 
 
 def _samples(task: str, logged: list[dict[str, Any]]) -> list[SampleRecord]:
+    """One record per document (correct, per-choice log-likelihoods or the generation, target); other 0/1
+    metrics (acc_norm ...) get their own records under ``<task>#<metric>`` so paired tests use their outcomes."""
     out = []
     for s in logged:
-        resps = s.get("filtered_resps") or []
+        doc_id, resps = str(s["doc_id"]), s.get("filtered_resps") or []
         lls = tuple(float(r[0]) for r in resps if isinstance(r, list | tuple) and r and isinstance(r[0], float))
-        score = next((float(s[k]) for k in ("acc", "exact_match", "mc2") if isinstance(s.get(k), int | float)), None)
+        score = next((float(s[k]) for k in ("acc", "exact_match") if isinstance(s.get(k), int | float)), None)
         pred = None if lls else str(resps[0]) if resps else None
-        out.append(SampleRecord("quality", task, str(s["doc_id"]), None if score is None else score >= 1.0,
-                                score, lls, pred, str(s.get("target"))))
-        # other per-item 0/1 metrics (acc_norm ...) get their own records, "<task>#<metric>", so paired tests
-        # of those metrics use their own outcomes
+        correct = score == 1.0 if score in (0.0, 1.0) else None  # truthfulqa_mc2's acc is a probability
+        out.append(SampleRecord("quality", task, doc_id, correct, score, lls, pred, str(s.get("target"))))
         for key in ("acc_norm", "acc_mutual_info"):
             if isinstance(s.get(key), int | float):
-                out.append(SampleRecord("quality", f"{task}#{key}", str(s["doc_id"]), float(s[key]) >= 1.0,
-                                        float(s[key])))
+                out.append(SampleRecord("quality", f"{task}#{key}", doc_id, float(s[key]) >= 1.0, float(s[key])))
     return out
