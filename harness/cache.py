@@ -42,6 +42,8 @@ class ArtifactCache:
         tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{node_hash}-", dir=self.root))
         try:
             build(tmp)
+            files = [f for f in tmp.rglob("*") if f.is_file()]
+            meta = {**meta, "artifact_bytes": sum(f.stat().st_size for f in files) if files else None}
             (tmp / NODE_FILE).write_text(json.dumps({**meta, "created": time.time()}, indent=2, default=str))
             if target.exists():  # computed concurrently by another run: keep the first
                 return target

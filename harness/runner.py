@@ -175,6 +175,7 @@ def _node_record(node: Node, outcome: Outcome, meta: dict[str, Any] | None = Non
         "energy_method": cost.get("energy_method"),
         "library_versions": meta.get("library_versions", {}),
         "footprint": meta.get("footprint"),
+        "artifact_bytes": meta.get("artifact_bytes"),
     }
 
 

@@ -7,6 +7,8 @@ what is allowed. The form is documented in README.md ("Experiment specs").
 from __future__ import annotations
 
 import itertools
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,7 +232,8 @@ def _step_variants(item: Any, ctx: _Ctx, where: str) -> list[StepSpec | None]:
         if not isinstance(params, dict):
             ctx.fail(where, f"parameters of {technique} must be a mapping, got {params!r}")
         keys = list(params)
-        values = [v if isinstance(v, list) and k not in _LIST_PARAMS else [v] for k, v in params.items()]
+        list_params = _list_params(str(technique))
+        values = [_sweep_values(v, k in list_params) for k, v in params.items()]
         if any(len(v) == 0 for v in values):
             ctx.fail(where, f"{technique}: a swept parameter has an empty list of values")
         return [StepSpec(str(technique), dict(zip(keys, combo, strict=True)), where) for combo in itertools.product(*values)]
@@ -238,8 +241,33 @@ def _step_variants(item: Any, ctx: _Ctx, where: str) -> list[StepSpec | None]:
     return []
 
 
-# Parameters whose value is itself a list (never a sweep).
-_LIST_PARAMS = {"target_modules", "partners", "layers", "tasks", "modules", "exclude"}
+# Parameters whose value is itself a list, for techniques the registry does not know (yet).
+_LIST_PARAMS = {"target_modules", "partners", "layers", "tasks", "modules", "exclude", "targets"}
+
+
+def _list_params(technique: str) -> set[str]:
+    """The technique's list-valued parameters, from its parameters dataclass's type hints."""
+    try:
+        from adapters.technique import get_technique
+
+        hints = typing.get_type_hints(get_technique(technique).Params)
+    except Exception:  # noqa: BLE001 - an unknown technique is reported by the planner, with the allowed names
+        return _LIST_PARAMS
+    out = set()
+    for name, hint in hints.items():
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if any(o in (list, tuple) or typing.get_origin(o) in (list, tuple) for o in options):
+            out.add(name)
+    return out
+
+
+def _sweep_values(value: Any, list_valued: bool) -> list[Any]:
+    """A list sweeps a scalar parameter; a list-valued parameter sweeps only a list of lists."""
+    if not isinstance(value, list):
+        return [value]
+    if list_valued:
+        return value if value and all(isinstance(v, list) for v in value) else [value]
+    return value
 
 
 def _steps(items: Any, ctx: _Ctx, where: str, sweep: bool = True) -> list[list[StepSpec]]:

@@ -115,7 +115,7 @@ def load(db: str | Path) -> SiteData:
         data.suite_json = dict(con.execute(_QUERIES["suite_json"]).fetchall())
         data.nodes = {n["node_hash"]: n for n in rows(
             con, "SELECT node_hash, kind, technique, technique_version, params, source, status, error, traceback, "
-                 "wall_time_s, peak_rss_bytes, energy_j, energy_method FROM nodes")}
+                 "wall_time_s, peak_rss_bytes, energy_j, energy_method, artifact_bytes FROM nodes")}
         for s in rows(con, "SELECT node_hash, hardware_profile, suite, profile, status, error, traceback "
                            "FROM suite_runs WHERE status != 'ok' ORDER BY suite"):
             data.failed_suite_runs.setdefault((s["node_hash"], s["hardware_profile"]), []).append(s)

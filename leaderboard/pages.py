@@ -17,8 +17,8 @@ from markupsafe import Markup
 from results.report import fmt
 
 _STEP_ROW = ('<tr><td class="num">{}</td><td>{}</td><td><code>{}</code></td><td class="{}">{}</td>'
-             '<td class="num">{}</td><td class="num">{}</td><td class="num{}" title="{}">{}</td></tr>').format
-_ERROR_ROW = ('<tr><td></td><td colspan="6"><details><summary class="err">{}</summary><pre>{}</pre></details>'
+             '<td class="num">{}</td><td class="num">{}</td><td class="num{}" title="{}">{}</td><td class="num">{}</td></tr>').format
+_ERROR_ROW = ('<tr><td></td><td colspan="7"><details><summary class="err">{}</summary><pre>{}</pre></details>'
               '</td></tr>').format
 
 
@@ -43,7 +43,7 @@ class Lineage:
 
 def _step(index: int, node_hash: str, n: dict[str, Any] | None) -> str:
     if n is None:
-        return _STEP_ROW(index, escape(node_hash), "", "err", "not recorded", "—", "—", "", "", "—")
+        return _STEP_ROW(index, escape(node_hash), "", "err", "not recorded", "—", "—", "", "", "—", "—")
     method = n.get("energy_method") or ""
     est = method.startswith("estimated")
     status = n.get("status") or "unknown"
@@ -53,7 +53,8 @@ def _step(index: int, node_hash: str, n: dict[str, Any] | None) -> str:
         escape(json.dumps(n.get("params") or {}, sort_keys=True)),
         "err" if status in ("failed", "skipped") else "", escape(status),
         "—" if n.get("wall_time_s") is None else f"{n['wall_time_s']:.1f} s",
-        escape(fmt(n.get("peak_rss_bytes"), unit="bytes")), " est" if est else "", escape(method), energy)
+        escape(fmt(n.get("peak_rss_bytes"), unit="bytes")), " est" if est else "", escape(method), energy,
+        escape(fmt(n.get("artifact_bytes"), unit="bytes")))
     if n.get("error"):
         row += _ERROR_ROW(escape(n["error"]), escape(n.get("traceback") or ""))
     return row

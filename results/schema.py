@@ -135,7 +135,12 @@ CREATE INDEX samples_run_key ON samples (run_key);
 CREATE INDEX raw_run_key ON raw_samples (run_key);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# v3: the size on disk of every stored artifact (e.g. packed int4 weights next to their in-memory footprint).
+_V3 = """
+ALTER TABLE nodes ADD COLUMN artifact_bytes BIGINT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -12,7 +12,8 @@
 ``metrics_wide``
     One row per path, one column per ``suite/task/metric`` (values only).
 ``node_costs``
-    One row per technique node: the cost of the lifecycle step (wall time, peak RSS, energy and its method).
+    One row per technique node: the cost of the lifecycle step (wall time, peak RSS, energy and its method)
+    and the size of its stored artifact on disk (``artifact_bytes``; none for inference-time steps).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ QUALIFY row_number() OVER (PARTITION BY p.path_id, m.suite, m.task, m.metric ORD
 _NODE_COSTS = """
 CREATE OR REPLACE VIEW node_costs AS
 SELECT node_hash, technique, technique_version, params, status, wall_time_s, peak_rss_bytes, energy_j,
-       energy_method, starts_with(coalesce(energy_method, ''), 'estimated') AS energy_is_estimate
+       energy_method, starts_with(coalesce(energy_method, ''), 'estimated') AS energy_is_estimate, artifact_bytes
 FROM nodes WHERE technique IS NOT NULL
 """
 

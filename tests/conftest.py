@@ -30,6 +30,32 @@ def benchmarks_dir() -> Path:
     return found
 
 
+class WikiText:
+    """WikiText-2 test lines (no headings) and the token-level perplexity of a handle on them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def lines(self, n: int = 8) -> list[str]:
+        from adapters.corpus import read_texts
+
+        texts = read_texts(self.root / "wikitext2" / "wiki.test.raw", min_chars=200)
+        return [t for t in texts if not t.startswith("=")][:n]
+
+    @staticmethod
+    def ppl(handle, lines: list[str]) -> float:
+        import torch
+
+        lls = handle.loglikelihood_rolling(lines)
+        n = sum(len(handle.tokenizer(t, add_special_tokens=False).input_ids) for t in lines)
+        return float(torch.tensor(-sum(lls) / n).exp())
+
+
+@pytest.fixture(scope="session")
+def wikitext(benchmarks_dir) -> WikiText:
+    return WikiText(benchmarks_dir)
+
+
 @pytest.fixture(scope="session")
 def tiny_handle():
     """The pico random Llama (seeded), shared by the session: do not mutate it; derive instead."""

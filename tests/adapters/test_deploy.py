@@ -77,13 +77,11 @@ def _decode_tps(handle, n_tokens=32):
 
 
 @pytest.mark.slow
-def test_smollm2_ort_perplexity_and_decode_speed(smollm2, benchmarks_dir, tmp_path):
-    from tests.adapters.test_prune import _wiki_lines, _wiki_ppl
-
-    lines = _wiki_lines(benchmarks_dir)
+def test_smollm2_ort_perplexity_and_decode_speed(smollm2, benchmarks_dir, tmp_path, wikitext):
+    lines = wikitext.lines()
     ort32 = deploy(smollm2, tmp_path / "fp32")
     ort8 = deploy(smollm2, tmp_path / "int8", quantize="int8")
-    ppl = {"torch": _wiki_ppl(smollm2, lines), "ort_fp32": _wiki_ppl(ort32, lines), "ort_int8": _wiki_ppl(ort8, lines)}
+    ppl = {"torch": wikitext.ppl(smollm2, lines), "ort_fp32": wikitext.ppl(ort32, lines), "ort_int8": wikitext.ppl(ort8, lines)}
     speed: dict[str, list[float]] = {k: [] for k in ppl}
     handles = {"torch": smollm2, "ort_fp32": ort32, "ort_int8": ort8}
     for h in handles.values():

@@ -108,22 +108,10 @@ def test_bad_params_are_usage_errors(name, raw, fragment):
 
 # -- on SmolLM2 ------------------------------------------------------------------------------------
 
-def _wiki_ppl(handle, lines):
-    lls = handle.loglikelihood_rolling(lines)
-    n = sum(len(handle.tokenizer(t, add_special_tokens=False).input_ids) for t in lines)
-    return float(torch.tensor(-sum(lls) / n).exp())
-
-
-def _wiki_lines(benchmarks_dir, n=8):
-    from adapters.corpus import read_texts
-
-    return [t for t in read_texts(benchmarks_dir / "wikitext2" / "wiki.test.raw", min_chars=200) if not t.startswith("=")][:n]
-
-
 @pytest.mark.slow
-def test_smollm2_magnitude_half_and_wanda_two_four(smollm2, benchmarks_dir, tmp_path):
-    lines = _wiki_lines(benchmarks_dir)
-    base = _wiki_ppl(smollm2, lines)
+def test_smollm2_magnitude_half_and_wanda_two_four(smollm2, benchmarks_dir, tmp_path, wikitext):
+    lines = wikitext.lines()
+    base = wikitext.ppl(smollm2, lines)
     mag = _prune("prune.magnitude", {"sparsity": 0.5}, smollm2, tmp_path)
     for name, lin in decoder_linears(mag.model).items():
         assert _sparsity(lin.weight) == pytest.approx(0.5, abs=0.01), name
@@ -131,7 +119,7 @@ def test_smollm2_magnitude_half_and_wanda_two_four(smollm2, benchmarks_dir, tmp_
     mag24 = _prune("prune.magnitude", {"pattern": "2:4"}, smollm2, tmp_path)
     assert wanda.meta["prune"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert len(decoder_linears(wanda.model)) == 30 * 7
-    ppl = {"base": base, "magnitude50": _wiki_ppl(mag, lines), "wanda24": _wiki_ppl(wanda, lines),
-           "magnitude24": _wiki_ppl(mag24, lines)}
+    ppl = {"base": base, "magnitude50": wikitext.ppl(mag, lines), "wanda24": wikitext.ppl(wanda, lines),
+           "magnitude24": wikitext.ppl(mag24, lines)}
     print("wikitext-2 perplexity:", {k: round(v, 1) for k, v in ppl.items()})
     assert ppl["base"] < ppl["wanda24"] < ppl["magnitude24"]  # Wanda beats magnitude at the same pattern

@@ -66,14 +66,12 @@ def test_awq_is_deterministic_and_checks_group_size(awq_tiny, tiny_handle, tmp_p
 
 
 @pytest.mark.slow
-def test_smollm2_int8_and_rtn(smollm2, benchmarks_dir, tmp_path):
-    from tests.adapters.test_prune import _wiki_lines, _wiki_ppl
-
-    lines = _wiki_lines(benchmarks_dir)
+def test_smollm2_int8_and_rtn(smollm2, benchmarks_dir, tmp_path, wikitext):
+    lines = wikitext.lines()
     out = {"int8": apply("quant.int8", {}, smollm2, tmp_path / "int8"),
            "rtn8": apply("quant.rtn", {"bits": 8}, smollm2, tmp_path / "rtn8"),
            "rtn4": apply("quant.rtn", {"bits": 4, "group_size": 64}, smollm2, tmp_path / "rtn4")}
-    ppl = {"base": _wiki_ppl(smollm2, lines), **{k: _wiki_ppl(h, lines) for k, h in out.items()}}
+    ppl = {"base": wikitext.ppl(smollm2, lines), **{k: wikitext.ppl(h, lines) for k, h in out.items()}}
     foot = {k: {d: round(b / 2**20, 1) for d, b in h.weight_footprint().items()} for k, h in out.items()}
     print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()}, "weight footprint MiB:", foot)
     assert foot["int8"]["int8"] > 100 and foot["rtn4"]["uint8"] == pytest.approx(foot["int8"]["int8"] / 2, rel=0.01)
@@ -84,13 +82,11 @@ def test_smollm2_int8_and_rtn(smollm2, benchmarks_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_awq_beats_rtn_at_int4(smollm2, benchmarks_dir, tmp_path):
-    from tests.adapters.test_prune import _wiki_lines, _wiki_ppl
-
-    lines = _wiki_lines(benchmarks_dir)
+def test_smollm2_awq_beats_rtn_at_int4(smollm2, benchmarks_dir, tmp_path, wikitext):
+    lines = wikitext.lines()
     awq = apply("quant.awq", {"n_samples": 8, "seq_len": 128}, smollm2, tmp_path / "awq")
     rtn = apply("quant.rtn", {"bits": 4, "group_size": 64}, smollm2, tmp_path / "rtn")
-    ppl = {"base": _wiki_ppl(smollm2, lines), "awq4": _wiki_ppl(awq, lines), "rtn4": _wiki_ppl(rtn, lines)}
+    ppl = {"base": wikitext.ppl(smollm2, lines), "awq4": wikitext.ppl(awq, lines), "rtn4": wikitext.ppl(rtn, lines)}
     print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()},
           "awq packed on disk MiB:", round(awq.meta["awq"]["packed_bytes"] / 2**20, 1))
     for name, lin in decoder_linears(awq.model).items():

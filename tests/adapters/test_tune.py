@@ -36,15 +36,13 @@ def test_smollm2_lora_sft_lowers_loss_on_its_data(smollm2, tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_peft_lora_recovers_magnitude_pruning(smollm2, benchmarks_dir, tmp_path):
-    from tests.adapters.test_prune import _wiki_lines, _wiki_ppl
-
-    lines = _wiki_lines(benchmarks_dir)
-    texts = [t for t in _wiki_lines(benchmarks_dir, n=200)[8:]]  # training text disjoint from the scored lines
+def test_smollm2_peft_lora_recovers_magnitude_pruning(smollm2, benchmarks_dir, tmp_path, wikitext):
+    lines = wikitext.lines()
+    texts = [t for t in wikitext.lines(n=200)[8:]]  # training text disjoint from the scored lines
     pruned = apply("prune.magnitude", {"sparsity": 0.3}, smollm2, tmp_path / "p")
     tuned = apply("peft.lora", {"max_steps": 30, "lr": 5e-4, "seq_len": 128, "batch_size": 4, "dataset": "wiki"},
                   pruned, tmp_path / "l", datasets={"wiki": texts})
-    ppl = {"base": _wiki_ppl(smollm2, lines), "pruned30": _wiki_ppl(pruned, lines), "lora": _wiki_ppl(tuned, lines)}
+    ppl = {"base": wikitext.ppl(smollm2, lines), "pruned30": wikitext.ppl(pruned, lines), "lora": wikitext.ppl(tuned, lines)}
     rec = tuned.meta["lora"]
     print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()}, "trainable:", rec["trainable_params"])
     assert ppl["lora"] < ppl["pruned30"]

@@ -55,6 +55,16 @@ def test_grid_runs_unique_nodes_once_and_rerun_does_nothing(test_components, tmp
     assert len({v for _, v in values}) > 1
 
 
+def test_artifact_size_on_disk_is_recorded(test_components, tmp_path):
+    run(GRID, tmp_path)
+    recorded = dict(rows(tmp_path, "SELECT node_hash, artifact_bytes FROM node_costs"))
+    assert len(recorded) == 8
+    for node_hash, size in recorded.items():
+        folder = tmp_path / "artifacts" / node_hash
+        on_disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != "node.json")
+        assert size == on_disk > 10_000, node_hash  # the saved weights of the pico model
+
+
 def test_failure_is_isolated_and_recorded(test_components, tmp_path):
     spec = """
     name: failing

@@ -38,6 +38,17 @@ def test_grid_expands_with_sweeps(test_components):
     ]
 
 
+def test_list_valued_parameters_sweep_only_as_a_list_of_lists():
+    # factorize.svd's `targets` is typed list[str] | None: one list is one value, a list of lists sweeps.
+    one = parse_spec("name: t\nbase: tiny-llama\ngrid:\n  a: [{factorize.svd: {rank: 4, targets: [mlp, q_proj]}}]\n",
+                     file="spec.yaml")
+    assert [p.steps[0].params for p in one.paths] == [{"rank": 4, "targets": ["mlp", "q_proj"]}]
+    two = parse_spec("name: t\nbase: tiny-llama\ngrid:\n  a: [{factorize.svd: {rank: [4, 8], targets: [[mlp], [q_proj]]}}]\n",
+                     file="spec.yaml")
+    assert [(p.steps[0].params["rank"], p.steps[0].params["targets"]) for p in two.paths] == [
+        (4, ["mlp"]), (4, ["q_proj"]), (8, ["mlp"]), (8, ["q_proj"])]
+
+
 def test_exclude_rule_drops_combinations(test_components):
     spec = parse_spec(GOOD + "exclude:\n  - {a: none, b: none}\n", file="spec.yaml")
     assert "baseline" not in [p.name for p in spec.paths] and len(spec.paths) == 5
