@@ -140,13 +140,14 @@ class ModelHandle:
         }
 
     # -- scoring (through lm-eval) -------------------------------------------------------------
-    def lm(self) -> Any:
-        """This handle as an lm-eval ``LM`` (cached). Subclasses for other backends override it."""
-        if self._lm is None:
+    def lm(self, max_length: int | None = None) -> Any:
+        """This handle as an lm-eval ``LM`` (cached), with lm-eval's ``max_length`` (tokens per window; default
+        the model config's). Subclasses for other backends override it."""
+        if self._lm is None or (max_length is not None and self._lm.max_length != max_length):
             from adapters.lm import HandleHFLM
 
             self.activate()
-            self._lm = HandleHFLM(self)
+            self._lm = HandleHFLM(self, max_length=max_length)
         return self._lm
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLikelihood]:

@@ -35,6 +35,12 @@ DEFAULT_BATCH = 8
 DEFAULT_TASKS = tuple(probes.PROBES)
 BOOTSTRAP_ITERS = 1000
 BUILTIN_TASKS = (*probes.PROBES, *BENCHMARKS)
+# Rolling log-likelihood (wikitext) scores whole windows of the model's max length: fp32 logits, their
+# log-softmax and lm-eval's gather copy, i.e. ~3 x window x vocab x 4 bytes per window in a batch. SmolLM2's
+# 8192-token windows at batch 8 need ~39 GB (an OOM kill of the whole run on 24 GiB), so the batch is cut to
+# what fits in this share of the available memory, and the batch actually used is recorded.
+ROLLING_MEMORY_SHARE = 0.5
+ROLLING_COPIES = 3
 
 
 class Options(NamedTuple):
@@ -47,6 +53,7 @@ class Options(NamedTuple):
     batch_size: int
     n: int | None
     data_dir: Path | None
+    max_length: int | None
 
 
 def _int_option(opts: dict[str, Any], name: str, minimum: int) -> int | None:
@@ -76,7 +83,8 @@ def read_options(ctx: SuiteContext) -> Options:
     limit = _int_option(opts, "limit", 1)
     return Options(list(dict.fromkeys(tasks)), Path(str(include)).expanduser() if include else None,
                    _int_option(opts, "num_fewshot", 0), chat, _int_option(opts, "batch_size", 1) or DEFAULT_BATCH,
-                   limit or PROFILE_N[ctx.profile], resolve_data_dir(opts.get("data_dir"), ctx.data_dir))
+                   limit or PROFILE_N[ctx.profile], resolve_data_dir(opts.get("data_dir"), ctx.data_dir),
+                   _int_option(opts, "max_length", 16))
 
 
 def load_tasks(names: list[str], include_path: Path | None, data_dir: Path | None) -> tuple[Any, list[Any]]:
@@ -127,6 +135,12 @@ def leaf_tasks(objects: list[Any]) -> dict[str, Any]:
     return out
 
 
+def rolling_batch_limit(batch: int, window: int, vocab: int, available_bytes: int) -> int:
+    """The largest batch <= ``batch`` (at least 1) whose rolling windows' logits fit the memory share."""
+    per_window = ROLLING_COPIES * window * vocab * 4
+    return max(1, min(batch, int(ROLLING_MEMORY_SHARE * available_bytes) // per_window))
+
+
 def pick_samples(tasks: dict[str, Any], n: int | None, seed: int) -> dict[str, list[int]]:
     """Fixed-seed document ids (sorted) for each task with more than ``n`` documents; others run whole."""
     picked = {}
@@ -141,7 +155,8 @@ def pick_samples(tasks: dict[str, Any], n: int | None, seed: int) -> dict[str, l
 class QualitySuite(Suite):
     """Quality via lm-eval: built-in probes, local standard benchmarks, user YAML, any lm-eval task."""
 
-    options = ("tasks", "include_path", "num_fewshot", "apply_chat_template", "batch_size", "limit", "data_dir")
+    options = ("tasks", "include_path", "num_fewshot", "apply_chat_template", "batch_size", "limit", "data_dir",
+               "max_length")
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         opts = read_options(ctx)
@@ -152,11 +167,27 @@ class QualitySuite(Suite):
         handle.batch_size, handle._lm = opts.batch_size, None  # the lm-eval LM is built for one batch size
         handle.activate()
         try:
-            out = self._evaluate(handle, tm, objects, picked, opts, ctx.seed)
+            batch = self._fit_batch(handle, tasks, opts.batch_size, opts.max_length)
+            if batch != opts.batch_size:
+                handle.batch_size, handle._lm = batch, None
+            out = self._evaluate(handle, tm, objects, picked, opts._replace(batch_size=batch), ctx.seed)
+            window = int(handle.lm(opts.max_length).max_length)
         finally:
             handle.batch_size, handle._lm = saved
         sizes = {name: len(task.eval_docs) for name, task in tasks.items()}
-        return to_result(out, picked, sizes, self._settings(handle, opts, ctx, picked))
+        settings = self._settings(handle, opts._replace(batch_size=batch), ctx, picked)
+        return to_result(out, picked, sizes, {**settings, "batch_size_requested": opts.batch_size, "max_length": window})
+
+    @staticmethod
+    def _fit_batch(handle: ModelHandle, tasks: dict[str, Any], batch: int, max_length: int | None) -> int:
+        """``batch``, or less where a rolling task's windows would not fit in memory (see ROLLING_COPIES)."""
+        if not any(getattr(t, "OUTPUT_TYPE", None) == "loglikelihood_rolling" for t in tasks.values()):
+            return batch
+        import psutil
+
+        lm = handle.lm(max_length)
+        vocab = getattr(getattr(handle.model, "config", None), "vocab_size", None) or len(handle.tokenizer)
+        return rolling_batch_limit(batch, int(lm.max_length), int(vocab), psutil.virtual_memory().available)
 
     @staticmethod
     def _evaluate(handle: ModelHandle, tm: Any, objects: list[Any], picked: dict[str, list[int]],
@@ -164,7 +195,7 @@ class QualitySuite(Suite):
         from lm_eval import simple_evaluate
 
         out = simple_evaluate(
-            model=handle.lm(), tasks=objects, task_manager=tm, num_fewshot=opts.num_fewshot,
+            model=handle.lm(opts.max_length), tasks=objects, task_manager=tm, num_fewshot=opts.num_fewshot,
             batch_size=opts.batch_size, apply_chat_template=opts.apply_chat_template,
             samples=picked or None, log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, random_seed=seed,
             numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,

@@ -7,6 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -150,3 +151,39 @@ def test_hub_task_offline_fails_with_a_clear_message(tiny_handle, tmp_path, monk
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(UsageError, match=r"task 'sciq' could not load its dataset .*HF_HUB_OFFLINE"):
         _run(tiny_handle, tmp_path, tasks=["sciq"])
+
+
+def test_rolling_batch_is_cut_to_what_fits_in_memory():
+    from suites.builtin.quality import ROLLING_COPIES, rolling_batch_limit
+
+    per_window = ROLLING_COPIES * 8192 * 49152 * 4  # SmolLM2: ~4.8 GB of logits copies per 8192-token window
+    assert rolling_batch_limit(8, 8192, 49152, 24 * 2**30) == 2  # 12 GiB share / 4.8 GB: batch 8 was an OOM kill
+    assert rolling_batch_limit(8, 8192, 49152, 2 * 8 * per_window) == 8
+    assert rolling_batch_limit(8, 8192, 49152, 2**30) == 1  # never below one window
+
+
+def test_rolling_task_records_the_batch_it_used(tiny_handle, tmp_path, benchmarks_dir, monkeypatch):
+    import psutil
+
+    from suites.builtin.quality import ROLLING_COPIES
+
+    window = tiny_handle.lm().max_length
+    per_window = ROLLING_COPIES * window * tiny_handle.model.config.vocab_size * 4
+    real = psutil.virtual_memory
+
+    class Tight(NamedTuple):
+        available: int
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight(4 * per_window))  # the share fits two windows
+    res = _run(tiny_handle, tmp_path, data_dir=benchmarks_dir, tasks=["wikitext"], limit=2)
+    assert (res.settings["batch_size"], res.settings["batch_size_requested"]) == (2, 8)
+    assert {m.name for m in res.metrics} >= {"word_perplexity", "bits_per_byte"}
+    assert tiny_handle.batch_size != 2  # the handle's own setting is restored
+    assert res.settings["max_length"] == window == 2048  # the pico model's config
+    short = _run(tiny_handle, tmp_path / "s", data_dir=benchmarks_dir, tasks=["wikitext"], limit=2, max_length=256)
+    assert short.settings["max_length"] == 256 and short.settings["batch_size"] == 8  # 8 short windows fit
+    ppl = {m.name: m.value for m in short.metrics}["word_perplexity"]
+    assert ppl != {m.name: m.value for m in res.metrics}["word_perplexity"]  # shorter windows, other contexts
+    monkeypatch.setattr(psutil, "virtual_memory", real)
+    mc = _run(tiny_handle, tmp_path / "mc", data_dir=benchmarks_dir, tasks=["arc_easy"], limit=2)
+    assert mc.settings["batch_size"] == mc.settings["batch_size_requested"] == 8  # no rolling task: untouched
