@@ -221,7 +221,7 @@ class ModelHandle:
 
         def work() -> None:
             try:
-                with torch.inference_mode():
+                with torch.no_grad():
                     self.model.generate(
                         input_ids=input_ids,
                         attention_mask=torch.ones_like(input_ids),

@@ -72,7 +72,7 @@ class EnergySuite(Suite):
         batch = torch.tensor(ids)
 
         def prefill() -> int:
-            with torch.inference_mode():
+            with torch.no_grad():
                 handle.model(input_ids=batch)
             return conf["prompt_tokens"]
 

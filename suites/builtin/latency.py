@@ -88,7 +88,7 @@ def timed_generate(handle: ModelHandle, prompts: list[list[int]], new_tokens: in
     ids = torch.tensor(prompts)
     tok = handle.tokenizer
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.no_grad():
         handle.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                               min_new_tokens=new_tokens, logits_processor=LogitsProcessorList([Stamp()]),
                               pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,

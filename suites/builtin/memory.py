@@ -54,7 +54,7 @@ if cuda:
     h.model.to("cuda")
     ids = ids.to("cuda")
     torch.cuda.reset_peak_memory_stats()
-with PeakRSS(children=False) as g, torch.inference_mode():
+with PeakRSS(children=False) as g, torch.no_grad():
     h.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args["new_tokens"],
                      min_new_tokens=args["new_tokens"], do_sample=False,
                      pad_token_id=h.tokenizer.pad_token_id or h.tokenizer.eos_token_id)
@@ -170,7 +170,7 @@ def _measured_kv(handle: ModelHandle) -> float | None:
     import torch
 
     ids = torch.tensor(prompt_ids(handle, 64, 1, 0))
-    with torch.inference_mode():
+    with torch.no_grad():
         cache = handle.model(input_ids=ids, use_cache=True).past_key_values
     tensors = [t for layer in getattr(cache, "layers", []) for t in (layer.keys, layer.values) if t is not None]
     if not tensors and hasattr(cache, "to_legacy_cache"):

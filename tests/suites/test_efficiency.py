@@ -188,3 +188,21 @@ def test_smollm2_quick_latency_is_memory_bound_decode_and_compute_bound_prefill(
     assert decode.details["bound_by"] == "memory" and prefill.details["bound_by"] == "compute"
     assert 0.05 < decode.value < 1.3 and 0.05 < prefill.value < 1.3
     assert all(by[("p32b1", n)].n >= 3 for n in ("ttft_s", "decode_tokens_per_s"))
+
+
+def test_latency_and_memory_run_on_a_quanto_rtn_model(tiny, tmp_path, monkeypatch):
+    """optimum-quanto's tensors cannot be used under ``torch.inference_mode`` ("Cannot set version_counter for
+    inference tensor" on SmolLM2): the timed and memory paths generate under ``no_grad``."""
+    pytest.importorskip("optimum.quanto")
+    from adapters.technique import TECHNIQUES, TechniqueContext, build_params
+
+    monkeypatch.setenv("SLM_HOME", str(tmp_path))
+    cls = TECHNIQUES.get("quant.rtn")
+    rtn = cls(build_params(cls, {"bits": 4})).apply(tiny, TechniqueContext(seed=0, workdir=tmp_path))
+    ctx = SuiteContext(profile="quick", workdir=tmp_path, options={"prompt_lengths": [16], "batch_sizes": [1],
+                                                                  "new_tokens": 4, "min_duration_s": 0.1})
+    lat = SUITES.get("latency")().run(rtn, ctx)
+    assert any(m.name == "decode_tokens_per_s" and m.value > 0 for m in lat.metrics)
+    options = {"repeats": 1, "artifact_dir": str(rtn.save(tmp_path / "artifact"))}
+    mem = SUITES.get("memory")().run(rtn, SuiteContext(profile="quick", workdir=tmp_path, options=options))
+    assert {m.name for m in mem.metrics} >= {"peak_rss_load", "peak_rss_generate"}
