@@ -8,8 +8,11 @@ runs the suite; ``python -m lm_eval --model hf --model_args pretrained=<converte
 --include_path suites/tasks`` runs lm-eval (data dir through ``SLM_DATA_DIR``). The suite's in-process time
 with the model already loaded (how the harness runs it) is reported too.
 
+The suite runs twice per round: with its default ``prefix_cache`` (choices sharing a context score the context
+once) and with ``prefix_cache: false`` (lm-eval's own one-pass-per-choice path, bit-identical to the CLI).
+
     python benchmarks/quality_vs_lmeval.py [--tasks arc_easy] [--batch-size 1] [--suite-batch-size N]
-                                           [--rounds 1] [--data-dir DIR]
+                                           [--rounds 1] [--data-dir DIR] [--no-exact]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,16 +43,18 @@ def worker(args: argparse.Namespace) -> None:
 
     handle = load_source("smollm2-135m-instruct", threads=1)
     ctx = SuiteContext(profile="full", workdir=Path(tempfile.mkdtemp()), data_dir=Path(args.data_dir),
-                       options={"tasks": args.tasks, "batch_size": args.batch_size})
+                       options={"tasks": args.tasks, "batch_size": args.batch_size,
+                                "prefix_cache": not args.exact})
     start = time.perf_counter()
     res = SUITES.get("quality")().run(handle, ctx)
     scores = {f"{m.task}/{m.name}": [m.value, m.stderr, m.n] for m in res.metrics}
-    print("RESULT " + json.dumps({"scores": scores, "suite_s": time.perf_counter() - start}))
+    print("RESULT " + json.dumps({"scores": scores, "suite_s": time.perf_counter() - start,
+                                  "prefix_cache": res.settings["prefix_cache"]}))
 
 
-def run_suite(args: argparse.Namespace) -> tuple[float, dict]:
+def run_suite(args: argparse.Namespace, exact: bool) -> tuple[float, dict]:
     cmd = [sys.executable, __file__, "--worker", "--tasks", *args.tasks, "--batch-size", str(args.suite_batch_size),
-           "--data-dir", args.data_dir]
+           "--data-dir", args.data_dir, *(["--exact"] if exact else [])]
     start = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **ENV}).stdout
     wall = time.perf_counter() - start
@@ -88,7 +94,9 @@ def main() -> None:
                         help="the suite's batch size (default: --batch-size; scores are bit-identical only when equal)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--data-dir", default=os.environ.get("SLM_DATA_DIR", str(ROOT.parent / "shared" / "benchmarks")))
+    parser.add_argument("--no-exact", action="store_true", help="skip the suite's prefix_cache: false run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--exact", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -96,31 +104,40 @@ def main() -> None:
     from adapters.sources import smollm2_checkpoint_dir
 
     checkpoint = smollm2_checkpoint_dir()
-    suite_walls, cli_walls, in_process = [], [], []
-    for r in range(args.rounds):  # alternate which side goes first
-        sides = [("suite", lambda: run_suite(args)), ("cli", lambda: run_cli(args, checkpoint))]
-        for side, fn in sides if r % 2 == 0 else sides[::-1]:
-            wall, got = fn()
-            if side == "suite":
-                suite_walls.append(wall)
-                in_process.append(got["suite_s"])
-                mine = got["scores"]
+    sides: dict[str, Callable[[], tuple[float, dict]]] = {"suite": lambda: run_suite(args, exact=False)}
+    if not args.no_exact:
+        sides["suite exact"] = lambda: run_suite(args, exact=True)
+    sides["lm_eval CLI"] = lambda: run_cli(args, checkpoint)
+    walls: dict[str, list[float]] = {k: [] for k in sides}
+    in_process: dict[str, list[float]] = {k: [] for k in sides if k != "lm_eval CLI"}
+    scores: dict[str, dict] = {}
+    shared = None
+    for r in range(args.rounds):  # alternate the order so every side sees the same machine load
+        for side in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+            wall, got = sides[side]()
+            walls[side].append(wall)
+            if side in in_process:
+                in_process[side].append(got["suite_s"])
+                scores[side], shared = got["scores"], got["prefix_cache"] if side == "suite" else shared
             else:
-                cli_walls.append(wall)
-                theirs = got
+                scores[side] = got
             print(f"round {r}: {side} {wall:.1f} s", flush=True)
-    print(f"{'metric':32} {'quality suite':>22} {'lm_eval CLI':>22}  equal")
-    for key in sorted(set(mine) | set(theirs)):
-        a, b = mine.get(key, [None])[0], theirs.get(key, [None])[0]
-        print(f"{key:32} {a!r:>22} {b!r:>22}  {a == b}")
-    s, c, p = statistics.median(suite_walls), statistics.median(cli_walls), statistics.median(in_process)
+    theirs = scores["lm_eval CLI"]
+    mine = scores["suite"]
+    print(f"{'metric':28}" + "".join(f"{k:>22}" for k in sides))
+    for key in sorted(set().union(*map(set, scores.values()))):
+        print(f"{key:28}" + "".join(f"{scores[k].get(key, [None])[0]!r:>22}" for k in sides))
     n = next(iter(mine.values()))[2] if mine else 0
     print(f"tasks={args.tasks} n={n} threads=1 rounds={args.rounds} batch_size: suite {args.suite_batch_size}, "
-          f"lm_eval CLI {args.batch_size}")
-    print(f"wall (median): suite process {s:.1f} s, lm_eval CLI {c:.1f} s, ratio {s / c:.3f}; "
-          f"suite in-process (model loaded) {p:.1f} s, ratio {p / c:.3f}")
-    common = set(mine) & set(theirs)
-    print("scores identical:", bool(common) and all(mine[k][:2] == theirs[k][:2] for k in common))
+          f"lm_eval CLI {args.batch_size}; suite prefix_cache {shared}")
+    cli = statistics.median(walls["lm_eval CLI"])
+    for side in in_process:
+        s, p = statistics.median(walls[side]), statistics.median(in_process[side])
+        common = set(scores[side]) & set(theirs)
+        same = [k for k in sorted(common) if scores[side][k][:2] == theirs[k][:2]]
+        print(f"{side}: wall (median) {s:.1f} s vs lm_eval CLI {cli:.1f} s, ratio {s / cli:.3f}; in-process (model "
+              f"loaded) {p:.1f} s, ratio {p / cli:.3f}; metrics identical to the CLI (value and stderr): "
+              f"{len(same)}/{len(common)} {same}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-VERSION = 2
+VERSION = 3  # 3: choices without a leading space (lm-eval adds its target_delimiter " "; 2 scored "  is")
 N_ITEMS = 200
 
 _NAMES = ["Ada", "Bram", "Cleo", "Dov", "Edda", "Finn", "Gala", "Hugo", "Iris", "Jonas", "Kira", "Lev", "Mira",
@@ -43,7 +43,7 @@ def arithmetic(rng: random.Random) -> dict[str, Any]:
     val = a + b if op == "+" else a - b
     wrong = rng.sample([v for v in range(0, 25) if v != val], 3)
     choices, gold = _choices(rng, val, wrong)
-    return {"query": f"Question: What is {a} {op} {b}?\nAnswer:", "choices": [" " + c for c in choices], "gold": gold}
+    return {"query": f"Question: What is {a} {op} {b}?\nAnswer:", "choices": list(choices), "gold": gold}
 
 
 def world_facts(rng: random.Random) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def world_facts(rng: random.Random) -> dict[str, Any]:
     else:
         q, gold, pool = f"What is {people[k]}'s job?", jobs[k], jobs
     choices, g = _choices(rng, gold, [x for x in pool if x != gold])
-    return {"query": f"{passage}\nQuestion: {q}\nAnswer:", "choices": [" " + c for c in choices], "gold": g}
+    return {"query": f"{passage}\nQuestion: {q}\nAnswer:", "choices": list(choices), "gold": g}
 
 
 def agreement(rng: random.Random) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def agreement(rng: random.Random) -> dict[str, Any]:
     attractor = rng.choice(_ATTRACTORS)
     gold = 1 if plural else 0
     adjective = rng.choice(_ADJECTIVES)
-    return {"query": f"The {adjective} {subject} {attractor}", "choices": [f" {verb[0]}", f" {verb[1]}"], "gold": gold}
+    return {"query": f"The {adjective} {subject} {attractor}", "choices": [verb[0], verb[1]], "gold": gold}
 
 
 _SEQUENCES = [["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
@@ -90,7 +90,7 @@ def sequence(rng: random.Random) -> dict[str, Any]:
         terms, gold = seq[i: i + 4], seq[i + 4]
         wrong = rng.sample([x for x in seq if x not in (gold, terms[-1])], 3)
     choices, g = _choices(rng, gold, wrong)
-    return {"query": ", ".join(terms) + ",", "choices": [" " + c for c in choices], "gold": g}
+    return {"query": ", ".join(terms) + ",", "choices": list(choices), "gold": g}
 
 
 PROBES: dict[str, tuple[Callable[[random.Random], dict[str, Any]], float]] = {

@@ -33,6 +33,9 @@ PROFILE_N = {"quick": 100, "standard": 500, "full": None}
 # size (padding changes the float sums), so the batch size is recorded with every result.
 DEFAULT_BATCH = 8
 DEFAULT_TASKS = tuple(probes.PROBES)
+# Multiple-choice requests sharing a context run it once (adapters.lm.HandleHFLM.prefix_cache); false gives
+# lm-eval's own one-pass-per-choice scoring.
+DEFAULT_PREFIX_CACHE = True
 BOOTSTRAP_ITERS = 1000
 BUILTIN_TASKS = (*probes.PROBES, *BENCHMARKS)
 # Rolling log-likelihood (wikitext) scores whole windows of the model's max length: fp32 logits, their
@@ -54,6 +57,7 @@ class Options(NamedTuple):
     n: int | None
     data_dir: Path | None
     max_length: int | None
+    prefix_cache: bool
 
 
 def _int_option(opts: dict[str, Any], name: str, minimum: int) -> int | None:
@@ -81,10 +85,13 @@ def read_options(ctx: SuiteContext) -> Options:
     if include is not None and not Path(str(include)).expanduser().is_dir():
         raise UsageError(f"quality.include_path: {include!r} is not a directory (a folder of lm-eval task YAMLs)")
     limit = _int_option(opts, "limit", 1)
+    prefix = opts.get("prefix_cache", DEFAULT_PREFIX_CACHE)
+    if not isinstance(prefix, bool):
+        raise UsageError(f"quality.prefix_cache: {prefix!r} is not allowed (true or false)")
     return Options(list(dict.fromkeys(tasks)), Path(str(include)).expanduser() if include else None,
                    _int_option(opts, "num_fewshot", 0), chat, _int_option(opts, "batch_size", 1) or DEFAULT_BATCH,
                    limit or PROFILE_N[ctx.profile], resolve_data_dir(opts.get("data_dir"), ctx.data_dir),
-                   _int_option(opts, "max_length", 16))
+                   _int_option(opts, "max_length", 16), prefix)
 
 
 def load_tasks(names: list[str], include_path: Path | None, data_dir: Path | None) -> tuple[Any, list[Any]]:
@@ -156,7 +163,7 @@ class QualitySuite(Suite):
     """Quality via lm-eval: built-in probes, local standard benchmarks, user YAML, any lm-eval task."""
 
     options = ("tasks", "include_path", "num_fewshot", "apply_chat_template", "batch_size", "limit", "data_dir",
-               "max_length")
+               "max_length", "prefix_cache")
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         opts = read_options(ctx)
@@ -171,12 +178,14 @@ class QualitySuite(Suite):
             if batch != opts.batch_size:
                 handle.batch_size, handle._lm = batch, None
             out = self._evaluate(handle, tm, objects, picked, opts._replace(batch_size=batch), ctx.seed)
-            window = int(handle.lm(opts.max_length).max_length)
+            lm = handle.lm(opts.max_length)
+            window, shared = int(lm.max_length), dict(getattr(lm, "prefix_stats", {}))
         finally:
             handle.batch_size, handle._lm = saved
         sizes = {name: len(task.eval_docs) for name, task in tasks.items()}
         settings = self._settings(handle, opts._replace(batch_size=batch), ctx, picked)
-        return to_result(out, picked, sizes, {**settings, "batch_size_requested": opts.batch_size, "max_length": window})
+        return to_result(out, picked, sizes, {**settings, "batch_size_requested": opts.batch_size, "max_length": window,
+                                                     "prefix_cache": {"enabled": opts.prefix_cache, **shared}})
 
     @staticmethod
     def _fit_batch(handle: ModelHandle, tasks: dict[str, Any], batch: int, max_length: int | None) -> int:
@@ -194,8 +203,10 @@ class QualitySuite(Suite):
                   opts: Options, seed: int) -> dict[str, Any]:
         from lm_eval import simple_evaluate
 
+        lm = handle.lm(opts.max_length)
+        lm.prefix_cache = opts.prefix_cache
         out = simple_evaluate(
-            model=handle.lm(opts.max_length), tasks=objects, task_manager=tm, num_fewshot=opts.num_fewshot,
+            model=lm, tasks=objects, task_manager=tm, num_fewshot=opts.num_fewshot,
             batch_size=opts.batch_size, apply_chat_template=opts.apply_chat_template,
             samples=picked or None, log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, random_seed=seed,
             numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,

@@ -130,6 +130,7 @@ def test_data_dir_from_environment_and_user_include_path(tiny_handle, tmp_path, 
     ({"apply_chat_template": "yes"}, r"quality\.apply_chat_template: 'yes' is not allowed"),
     ({"include_path": "/nowhere/yaml"}, r"quality\.include_path: '/nowhere/yaml' is not a directory"),
     ({"tasks": [3]}, r"quality\.tasks: \[3\] is not allowed"),
+    ({"prefix_cache": 1}, r"quality\.prefix_cache: 1 is not allowed \(true or false\)"),
 ])
 def test_bad_options_fail_with_one_clear_line(tiny_handle, tmp_path, options, message):
     with pytest.raises(UsageError, match=message) as err:
@@ -187,3 +188,14 @@ def test_rolling_task_records_the_batch_it_used(tiny_handle, tmp_path, benchmark
     monkeypatch.setattr(psutil, "virtual_memory", real)
     mc = _run(tiny_handle, tmp_path / "mc", data_dir=benchmarks_dir, tasks=["arc_easy"], limit=2)
     assert mc.settings["batch_size"] == mc.settings["batch_size_requested"] == 8  # no rolling task: untouched
+
+
+def test_prefix_cache_is_recorded_and_gives_lm_evals_accuracies(tiny_handle, tmp_path):
+    shared = _run(tiny_handle, tmp_path / "a", tasks=["slm_arithmetic", "slm_agreement"], limit=40)
+    exact = _run(tiny_handle, tmp_path / "b", tasks=["slm_arithmetic", "slm_agreement"], limit=40, prefix_cache=False)
+    stats = shared.settings["prefix_cache"]  # 40 x 4 arithmetic + 40 x 2 agreement choices; docs may share a context
+    assert stats["enabled"] and stats["requests"] == 240 and stats["fallback"] == 0 and 40 < stats["groups"] <= 80
+    assert exact.settings["prefix_cache"] == {"enabled": False, "groups": 0, "requests": 0, "fallback": 0}
+    assert [(m.key, m.value, m.n) for m in shared.metrics] == [(m.key, m.value, m.n) for m in exact.metrics]
+    pairs = [(a.loglikelihoods, b.loglikelihoods) for a, b in zip(shared.samples, exact.samples, strict=True)]
+    assert all(a == pytest.approx(b, rel=1e-5, abs=1e-4) for a, b in pairs)

@@ -1,5 +1,5 @@
-"""Real-model quality acceptance (slow): the suite's ARC-Easy numbers equal lm_eval's own command line to the
-last digit on the full 570-item Dev file, and SmolLM2 is clearly above chance on every built-in probe."""
+"""Real-model quality acceptance (slow): the suite's ARC-Easy numbers (with and without its prefix cache) equal
+lm_eval's own command line to the last digit on the full 570-item Dev file, and SmolLM2 is clearly above chance on every built-in probe."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ pytestmark = pytest.mark.slow
 def test_arc_easy_equals_lm_eval_cli(smollm2, tmp_path, benchmarks_dir):
     from adapters.sources import smollm2_checkpoint_dir
 
-    ctx = SuiteContext(profile="full", workdir=tmp_path / "suite", data_dir=benchmarks_dir,
-                       options={"tasks": ["arc_easy"], "batch_size": 8})
-    mine = {m.name: m for m in SUITES.get("quality")().run(smollm2, ctx).metrics}
-    assert mine["acc"].n == 570
+    runs = {}
+    for prefix_cache in (True, False):  # the suite's default engine, and lm-eval's own one-pass-per-choice path
+        ctx = SuiteContext(profile="full", workdir=tmp_path / f"suite{prefix_cache}", data_dir=benchmarks_dir,
+                           options={"tasks": ["arc_easy"], "batch_size": 8, "prefix_cache": prefix_cache})
+        runs[prefix_cache] = {m.name: m for m in SUITES.get("quality")().run(smollm2, ctx).metrics}
+        assert runs[prefix_cache]["acc"].n == 570
     from suites.tasks import TASKS_DIR
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -34,11 +36,12 @@ def test_arc_easy_equals_lm_eval_cli(smollm2, tmp_path, benchmarks_dir):
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
     (result_file,) = list((tmp_path / "out").rglob("results_*.json"))
     theirs = json.loads(result_file.read_text())["results"]["arc_easy"]
-    print("suite", {k: mine[k].value for k in ("acc", "acc_norm")}, "lm_eval CLI",
-          {k: theirs[f"{k},none"] for k in ("acc", "acc_norm")})
-    for k in ("acc", "acc_norm"):
-        assert mine[k].value == theirs[f"{k},none"]
-        assert mine[k].stderr == theirs[f"{k}_stderr,none"]
+    for prefix_cache, mine in runs.items():
+        print(f"suite prefix_cache={prefix_cache}", {k: mine[k].value for k in ("acc", "acc_norm")}, "lm_eval CLI",
+              {k: theirs[f"{k},none"] for k in ("acc", "acc_norm")})
+        for k in ("acc", "acc_norm"):
+            assert mine[k].value == theirs[f"{k},none"]
+            assert mine[k].stderr == theirs[f"{k}_stderr,none"]
 
 
 def test_smollm2_is_above_chance_on_every_probe(smollm2, tmp_path):
