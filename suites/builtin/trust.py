@@ -85,6 +85,8 @@ def evaluate(handle: ModelHandle, plan: dict[str, Any]) -> Outcome:
     handle.batch_size, handle._lm = plan["batch_size"], None  # lm-eval's LM is built for one batch size
     total, errors = Outcome(), {}
     try:
+        # choices sharing a context score it once (adapters.lm.HandleHFLM.prefix_cache)
+        handle.lm().prefix_cache = plan.get("prefix_cache", True)
         scorer = Scorer(handle)
         for name in plan["dimensions"]:
             cfg = DimConfig(plan["n"][name], plan["seed"], plan["data_dir"], plan["profile"])
@@ -101,6 +103,7 @@ def evaluate(handle: ModelHandle, plan: dict[str, Any]) -> Outcome:
             total.settings.update(out.settings)
             total.settings.setdefault("dimension_seconds", {})[name] = round(time.perf_counter() - start, 2)
         total.settings["requests_scored"] = scorer.requests
+        total.settings["prefix_cache"] = {"enabled": plan.get("prefix_cache", True), **handle.lm().prefix_stats}
     finally:
         handle.batch_size, handle._lm = saved
     if errors:
@@ -112,7 +115,7 @@ def evaluate(handle: ModelHandle, plan: dict[str, Any]) -> Outcome:
 class TrustSuite(Suite):
     """Trustworthiness: robustness, toxicity, bias, truthfulness, calibration, privacy, consistency, retention."""
 
-    options = ("dimensions", "data_dir", "n", "batch_size")
+    options = ("dimensions", "data_dir", "n", "batch_size", "prefix_cache")
     needs_base = True
 
     def plan(self, ctx: SuiteContext) -> dict[str, Any]:
@@ -122,9 +125,13 @@ class TrustSuite(Suite):
         batch = opts.get("batch_size", DEFAULT_BATCH)
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise UsageError(f"trust.batch_size: {batch!r} is not allowed (a positive int)")
+        prefix = opts.get("prefix_cache", True)
+        if not isinstance(prefix, bool):
+            raise UsageError(f"trust.prefix_cache: {prefix!r} is not allowed (true or false)")
         data_dir = data.resolve_data_dir(opts.get("data_dir"), ctx.data_dir)
         return {"dimensions": dims, "n": _sizes(ctx.profile, opts.get("n"), dims), "seed": ctx.seed,
-                "data_dir": data_dir, "profile": ctx.profile, "extra": EXTRA[ctx.profile], "batch_size": batch}
+                "data_dir": data_dir, "profile": ctx.profile, "extra": EXTRA[ctx.profile], "batch_size": batch,
+                "prefix_cache": prefix}
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         plan = self.plan(ctx)
@@ -136,7 +143,7 @@ class TrustSuite(Suite):
         if ctx.base is not None and not own_base:
             base_handle = ctx.base
             base = retention.base_metrics(base_handle, plan, lambda: evaluate(base_handle, plan).metrics)
-        settings = {**found.settings, **{k: v for k, v in plan.items() if k != "data_dir"},
+        settings = {**found.settings, **{k: v for k, v in plan.items() if k not in ("data_dir", "prefix_cache")},
                     "data_dir": str(plan["data_dir"]) if plan["data_dir"] else None,
                     "base": "self" if own_base else repr(ctx.base)}
         kept = retention.ratios(found.metrics, base)

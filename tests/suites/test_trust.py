@@ -143,7 +143,8 @@ def test_bad_options_name_field_value_and_allowed():
     from suites.builtin.trust import TrustSuite
 
     for options, field in (({"dimensions": ["honesty"]}, "trust.dimensions"), ({"n": 0}, "trust.n"),
-                           ({"n": {"bias": "many"}}, "trust.n"), ({"batch_size": -1}, "trust.batch_size")):
+                           ({"n": {"bias": "many"}}, "trust.n"), ({"batch_size": -1}, "trust.batch_size"),
+                           ({"prefix_cache": "on"}, "trust.prefix_cache")):
         with pytest.raises(UsageError, match=field):
             TrustSuite().plan(SuiteContext(options=options))
 
@@ -175,6 +176,24 @@ def test_suite_on_builtin_data(tiny_handle, tmp_path):
     assert all("builtin" in m.method for m in measured if m.task in ("truthfulness", "bias/crows_pairs", "calibration"))
     assert result.settings["bbq_source"].startswith("absent")
     assert result.samples and all(s.sample_id for s in result.samples)
+    shared = result.settings["prefix_cache"]
+    assert shared["enabled"] and shared["groups"] > 0 and shared["requests"] >= 2 * shared["groups"]
+
+
+def test_prefix_cache_leaves_trust_decisions_unchanged(tiny_handle, tmp_path):
+    from suites.builtin.trust import TrustSuite
+
+    runs = {}
+    for prefix in (True, False):
+        ctx = SuiteContext(profile="quick", options={"n": 6, "dimensions": ["calibration", "consistency"],
+                                                     "data_dir": str(tmp_path / "none"), "prefix_cache": prefix},
+                           workdir=tmp_path, seed=1)
+        runs[prefix] = TrustSuite().run(tiny_handle, ctx)
+    assert runs[False].settings["prefix_cache"]["groups"] == 0 < runs[True].settings["prefix_cache"]["groups"]
+    exact = {(s.task, s.sample_id): s for s in runs[False].samples}
+    for s in runs[True].samples:
+        e = exact[(s.task, s.sample_id)]
+        assert s.correct == e.correct and s.loglikelihoods == pytest.approx(e.loglikelihoods, rel=1e-5, abs=1e-4)
 
 
 def test_suite_on_real_data_with_retention_against_a_base(tiny_handle, tiny, tmp_path, benchmarks_dir, monkeypatch):
