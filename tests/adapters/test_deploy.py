@@ -107,3 +107,17 @@ def test_torch_quantized_models_fail_clearly(quant, params, tiny_handle, tmp_pat
     quantized = cls(build_params(cls, params)).apply(tiny_handle, TechniqueContext(seed=0, workdir=tmp_path))
     with pytest.raises(BackendUnavailableError, match="quantize: int8"):
         deploy(quantized, tmp_path)
+
+
+def test_prefix_cache_scores_through_the_ort_session(tiny_handle, tmp_path):
+    from adapters.lm import HandleHFLM
+
+    out = deploy(tiny_handle, tmp_path)
+    ctx = out.tokenizer("Question: which river flows east?\nAnswer:").input_ids
+    requests = [(None, ctx, out.tokenizer(c).input_ids) for c in (" the old mill river", " none", " the Rhine")]
+    lm = HandleHFLM(out, prefix_cache=True)
+    shared = lm._loglikelihood_tokens(requests, disable_tqdm=True)
+    exact = HandleHFLM(tiny_handle)._loglikelihood_tokens(requests, disable_tqdm=True)
+    assert lm.prefix_stats == {"groups": 1, "requests": 3, "fallback": 0}
+    assert [x for x, _ in shared] == pytest.approx([x for x, _ in exact], abs=1e-4)
+    assert [g for _, g in shared] == [g for _, g in exact]
