@@ -71,3 +71,14 @@ def test_greedy_flag_is_true_for_the_models_own_greedy_continuation(tiny_handle)
     assert lm.prefix_stats["groups"] == 1
     assert [g for _, g in exact] == [g for _, g in shared] == [True, False, True]
     assert shared[2][0] == exact[2][0]
+
+
+def test_a_cache_that_cannot_be_repeated_falls_back_to_lm_eval(tiny_handle, monkeypatch):
+    from transformers import DynamicCache
+
+    owner = next(k for k in DynamicCache.__mro__ if "batch_repeat_interleave" in vars(k))
+    monkeypatch.delattr(owner, "batch_repeat_interleave")
+    pairs = [(CONTEXT, c) for c in CHOICES]
+    exact, _ = _score(tiny_handle, pairs, prefix_cache=False)
+    shared, stats = _score(tiny_handle, pairs, prefix_cache=True)
+    assert stats == {"groups": 0, "requests": 0, "fallback": len(pairs)} and shared == exact
