@@ -118,7 +118,9 @@ def main() -> None:
             walls[side].append(wall)
             if side in in_process:
                 in_process[side].append(got["suite_s"])
-                scores[side], shared = got["scores"], got["prefix_cache"] if side == "suite" else shared
+                scores[side] = got["scores"]
+                if side == "suite":
+                    shared = got["prefix_cache"]
             else:
                 scores[side] = got
             print(f"round {r}: {side} {wall:.1f} s", flush=True)

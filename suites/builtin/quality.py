@@ -179,7 +179,7 @@ class QualitySuite(Suite):
                 handle.batch_size, handle._lm = batch, None
             out = self._evaluate(handle, tm, objects, picked, opts._replace(batch_size=batch), ctx.seed)
             lm = handle.lm(opts.max_length)
-            window, shared = int(lm.max_length), dict(getattr(lm, "prefix_stats", {}))
+            window, shared = int(lm.max_length), dict(lm.prefix_stats)
         finally:
             handle.batch_size, handle._lm = saved
         sizes = {name: len(task.eval_docs) for name, task in tasks.items()}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.errors import UsageError
 from suites.base import PROFILES, Suite, SuiteContext, SuiteResult, suite
+from suites.builtin.quality import DEFAULT_PREFIX_CACHE
 from suites.trust import (
     bias,
     calibration,
@@ -86,7 +87,7 @@ def evaluate(handle: ModelHandle, plan: dict[str, Any]) -> Outcome:
     total, errors = Outcome(), {}
     try:
         # choices sharing a context score it once (adapters.lm.HandleHFLM.prefix_cache)
-        handle.lm().prefix_cache = plan.get("prefix_cache", True)
+        handle.lm().prefix_cache = plan["prefix_cache"]
         scorer = Scorer(handle)
         for name in plan["dimensions"]:
             cfg = DimConfig(plan["n"][name], plan["seed"], plan["data_dir"], plan["profile"])
@@ -103,7 +104,7 @@ def evaluate(handle: ModelHandle, plan: dict[str, Any]) -> Outcome:
             total.settings.update(out.settings)
             total.settings.setdefault("dimension_seconds", {})[name] = round(time.perf_counter() - start, 2)
         total.settings["requests_scored"] = scorer.requests
-        total.settings["prefix_cache"] = {"enabled": plan.get("prefix_cache", True), **handle.lm().prefix_stats}
+        total.settings["prefix_cache"] = {"enabled": plan["prefix_cache"], **handle.lm().prefix_stats}
     finally:
         handle.batch_size, handle._lm = saved
     if errors:
@@ -125,7 +126,7 @@ class TrustSuite(Suite):
         batch = opts.get("batch_size", DEFAULT_BATCH)
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise UsageError(f"trust.batch_size: {batch!r} is not allowed (a positive int)")
-        prefix = opts.get("prefix_cache", True)
+        prefix = opts.get("prefix_cache", DEFAULT_PREFIX_CACHE)
         if not isinstance(prefix, bool):
             raise UsageError(f"trust.prefix_cache: {prefix!r} is not allowed (true or false)")
         data_dir = data.resolve_data_dir(opts.get("data_dir"), ctx.data_dir)
