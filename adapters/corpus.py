@@ -7,7 +7,9 @@ The project never downloads data: it generates seeded corpora itself and reads l
 * :func:`instruction_pairs`: seeded (prompt, response) pairs for supervised fine-tuning.
 * :func:`read_texts`: a local ``.txt`` (one document per non-empty line) or ``.jsonl`` (field
   ``text``, or the first string field) file.
-* :func:`resolve_texts`: what a training technique should train on, given its context.
+* :func:`read_records`: the same, but JSONL prompt/completion (or chat ``messages``) records stay whole.
+* :func:`resolve_texts` / :func:`resolve_records`: what a training technique should train on, given its
+  context (texts for language modelling; records where the technique can use them, e.g. SFT).
 """
 
 from __future__ import annotations
@@ -112,8 +114,52 @@ def read_texts(path: str | Path, limit: int | None = None, min_chars: int = 1) -
     return out
 
 
-def resolve_texts(ctx: Any, dataset: str | None = None, n: int = 1000) -> list[str]:
-    """Texts a technique should use: an upstream ``data.*`` node's output (``ctx.inputs["dataset"]``),
+#: JSONL keys that make a record more than a text (supervised pairs and chats keep their structure)
+RECORD_KEYS = ("prompt", "completion", "messages")
+
+
+def read_records(path: str | Path, limit: int | None = None) -> list[Any]:
+    """Documents of a local file: strings, except JSONL records with ``prompt``/``completion`` or ``messages``,
+    which are kept as dicts of those keys (so a supervised step sees both halves)."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        return list(read_texts(path, limit=limit))
+    out: list[Any] = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            rec: Any = json.loads(line)
+            if isinstance(rec, dict) and any(k in rec for k in RECORD_KEYS):
+                out.append({k: rec[k] for k in RECORD_KEYS if k in rec})
+            else:
+                text = record_text(rec).strip()
+                if not text:
+                    continue
+                out.append(text)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def record_text(record: Any) -> str:
+    """A record as one text: the string itself, ``text``, prompt followed by completion, the chat's
+    contents joined, or the first string field."""
+    if isinstance(record, str):
+        return record
+    if not isinstance(record, dict):
+        return str(record)
+    if isinstance(record.get("text"), str):
+        return str(record["text"])
+    if "prompt" in record or "completion" in record:
+        return f"{record.get('prompt', '')}{record.get('completion', '')}"
+    if isinstance(record.get("messages"), list):
+        return "\n".join(str(m.get("content", "")) for m in record["messages"] if isinstance(m, dict))
+    return next((v for v in record.values() if isinstance(v, str)), "")
+
+
+def resolve_records(ctx: Any, dataset: str | None = None, n: int = 1000) -> list[Any]:
+    """Records a technique should use: an upstream dataset node's output (``ctx.inputs["dataset"]``),
     else the spec's named dataset ``dataset`` (``ctx.datasets``), else the seeded synthetic corpus."""
     if "dataset" in getattr(ctx, "inputs", {}):
         return list(ctx.inputs["dataset"])[:n]
@@ -125,3 +171,8 @@ def resolve_texts(ctx: Any, dataset: str | None = None, n: int = 1000) -> list[s
 
         raise UsageError(f"unknown dataset {dataset!r} (defined: {', '.join(sorted(datasets)) or 'none'}; or 'synthetic')")
     return synthetic_corpus(n, seed=getattr(ctx, "seed", 0))
+
+
+def resolve_texts(ctx: Any, dataset: str | None = None, n: int = 1000) -> list[str]:
+    """The texts of :func:`resolve_records` (records joined into one text each)."""
+    return [record_text(r) for r in resolve_records(ctx, dataset, n)]

@@ -30,12 +30,20 @@ class LineageStep:
         version: the technique's version (part of the cache key).
         params: every parameter, defaults included.
         library_versions: versions of the libraries that did the work.
+        input_format: the artifact format of the model the step received.
+        output_format: the artifact format of the model it produced.
+        conversion: what the step did to take its input, when it converted it (e.g. dequantized it).
+        report: what the technique measured about its own work (its typed report, as plain data).
     """
 
     technique: str
     version: str = "1"
     params: dict[str, Any] = field(default_factory=dict)
     library_versions: dict[str, str] = field(default_factory=dict)
+    input_format: str | None = None
+    output_format: str | None = None
+    conversion: str | None = None
+    report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,10 @@ class ModelHandle:
         threads: intra-op threads used when this handle runs (applied by :meth:`activate`).
         batch_size: batch size for scoring and generation.
         generation_kwargs: defaults merged into every generation call (set by ``infer.*``).
-        meta: free-form provenance (e.g. the loader a custom architecture needs).
+        meta: free-form provenance for people (never read to save or load: see ``format``).
+        format: the artifact format of the model (:mod:`adapters.formats`), which picks its saver and loader.
+        format_state: what the format's saver needs besides the model object (e.g. the ONNX file); kept by
+            :meth:`derive` only while the model object is kept.
     """
 
     def __init__(
@@ -90,6 +101,8 @@ class ModelHandle:
         batch_size: int = 1,
         generation_kwargs: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        format: str = "torch",
+        format_state: dict[str, Any] | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -100,15 +113,21 @@ class ModelHandle:
         self.batch_size = batch_size
         self.generation_kwargs: dict[str, Any] = dict(generation_kwargs or {})
         self.meta: dict[str, Any] = dict(meta or {})
+        self.format = format
+        self.format_state: dict[str, Any] = dict(format_state or {})
         self._lm: Any = None
 
     def __repr__(self) -> str:
         steps = " -> ".join(s.technique for s in self.lineage) or "base"
-        return f"ModelHandle({self.source}, {steps}, backend={self.backend}, threads={self.threads})"
+        return f"ModelHandle({self.source}, {steps}, format={self.format}, threads={self.threads})"
 
     # -- derivation ---------------------------------------------------------------------------
-    def derive(self, step: LineageStep, model: Any = None, **changes: Any) -> ModelHandle:
-        """A new handle with ``step`` appended to the lineage; other attributes copied unless given."""
+    def derive(self, step: LineageStep | None = None, model: Any = None, **changes: Any) -> ModelHandle:
+        """A new handle with ``step`` (if given) appended to the lineage; other attributes copied unless given.
+
+        A new ``model`` drops the format state (it described the old model object); the format is copied
+        until the technique's declared output format is stamped on by :meth:`Technique.run`.
+        """
         kwargs: dict[str, Any] = dict(
             source=self.source,
             backend=self.backend,
@@ -116,11 +135,14 @@ class ModelHandle:
             batch_size=self.batch_size,
             generation_kwargs=dict(self.generation_kwargs),
             meta=dict(self.meta),
+            format=self.format,
+            format_state=dict(self.format_state) if model is None else {},
         )
         kwargs.update(changes)
         tokenizer = kwargs.pop("tokenizer", self.tokenizer)
         new_model = self.model if model is None else model
-        return type(self)(new_model, tokenizer, lineage=(*self.lineage, step), **kwargs)
+        lineage = (*self.lineage, step) if step is not None else self.lineage
+        return type(self)(new_model, tokenizer, lineage=lineage, **kwargs)
 
     def activate(self) -> None:
         """Apply this handle's runtime settings (thread count) to the process."""
@@ -265,6 +287,7 @@ class ModelHandle:
         return {
             "source": self.source,
             "backend": self.backend,
+            "format": self.format,
             "lineage": [dataclasses.asdict(s) for s in self.lineage],
             "threads": self.threads,
             "batch_size": self.batch_size,
@@ -273,43 +296,30 @@ class ModelHandle:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write weights as safetensors (never pickle), the tokenizer and ``handle.json``.
+        """Write the model with its format's saver (safetensors or the format's own files, never pickle),
+        the tokenizer and ``handle.json`` (which records the format that reloads it)."""
+        from adapters.formats import get_format
 
-        A technique that changes the architecture beyond what ``from_pretrained`` restores sets
-        ``meta["loader"]`` to its registry name and implements ``load_artifact`` (and, when
-        ``save_pretrained`` cannot write its modules, ``save_artifact(handle, path)``).
-        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        loader = self.meta.get("loader")
-        saver = None
-        if loader:
-            from adapters.technique import get_technique
-
-            saver = getattr(get_technique(loader), "save_artifact", None)
-        if saver is not None:  # quantized modules that save_pretrained cannot serialize
-            saver(self, path)
-        else:
-            self.model.save_pretrained(path, safe_serialization=True)
+        get_format(self.format).save(self, path)
         self.tokenizer.save_pretrained(path)
         (path / HANDLE_FILE).write_text(json.dumps(self.describe(), indent=2, sort_keys=True, default=str))
         return path
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> ModelHandle:
-        """Load a handle written by :meth:`save` (``overrides`` replace threads, batch_size...)."""
+        """Load a handle written by :meth:`save` with the loader of its recorded format (``overrides``
+        replace threads, batch_size...)."""
+        from adapters.errors import ModelLoadError
+        from adapters.formats import get_format
+
         path = Path(path)
         info = json.loads((path / HANDLE_FILE).read_text())
         info.update(overrides)
-        lineage = [LineageStep(**s) for s in info.pop("lineage", [])]
-        loader = info.get("meta", {}).get("loader")
-        if loader:
-            from adapters.technique import get_technique
-
-            return get_technique(loader).load_artifact(path, info, lineage)  # type: ignore[attr-defined,no-any-return]
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
-        model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, lineage=lineage, **info)
+        info["lineage"] = [LineageStep(**s) for s in info.pop("lineage", [])]
+        if "format" not in info:
+            if info.get("meta", {}).get("loader"):
+                raise ModelLoadError(f"{path} was written by an older version (no recorded format): recompute it")
+            info["format"] = "torch"
+        return get_format(info["format"]).load(path, info)

@@ -1,8 +1,10 @@
 """The technique interface: one registered class per lifecycle technique.
 
-A technique has a typed, frozen params dataclass and ``apply(handle, ctx) -> handle``. It never
-mutates its input handle: it returns a new handle (usually with a copied model) whose lineage has
-one more :class:`~adapters.handle.LineageStep`.
+A technique has a typed, frozen params dataclass and ``apply(handle, ctx) -> Applied``: the new handle
+(usually with a copied model; the input handle is never mutated) and a small typed report of what the
+technique measured about its own work. It declares the artifact formats it accepts and the one it
+produces (:mod:`adapters.formats`); :meth:`Technique.run` is what the harness (and a test) calls: it
+checks the input's format, applies, and stamps the lineage step and the output format on the result.
 
 Example::
 
@@ -14,7 +16,10 @@ Example::
     class MagnitudePrune(Technique):
         '''Unstructured magnitude pruning (Han et al., 2015).'''
         Params = MagnitudeParams
-        def apply(self, handle, ctx): ...
+        def apply(self, handle, ctx):
+            model = float_copy(handle)
+            ...
+            return Applied(handle.derive(model=model), PruneReport(sparsity=...))
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+from adapters import formats as F
 from adapters.components import Component, component_of
 from adapters.errors import UsageError
+from adapters.handle import LineageStep
 from adapters.registry import Registry
 
 if TYPE_CHECKING:
@@ -38,6 +45,41 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class NoParams:
     """Params of a technique that takes none."""
+
+
+class Applied(NamedTuple):
+    """What applying a technique gave: the new handle and the technique's report (a frozen dataclass of
+    what it measured about its own work, e.g. the sparsity reached or the KL before and after; or None)."""
+
+    handle: ModelHandle
+    report: Any = None
+
+
+class FormatMismatch(UsageError):
+    """A step does not accept its input's artifact format (raised at plan time, and by :meth:`Technique.run`).
+
+    Attributes:
+        technique: the step's technique.
+        input_format: the format it was given.
+        accepted: the formats it accepts (with these parameters).
+        hint: the technique's own advice for this input, if it has one.
+    """
+
+    def __init__(self, technique: str, input_format: str, accepted: tuple[str, ...], hint: str = ""):
+        self.technique, self.input_format, self.accepted, self.hint = technique, input_format, accepted, hint
+        super().__init__(f"{technique} does not accept a {input_format} model (it accepts: "
+                         f"{', '.join(accepted) or 'no model'})" + (f"; {hint}" if hint else ""))
+
+
+def report_dict(report: Any) -> dict[str, Any] | None:
+    """A report as plain JSON-able data (dataclass, mapping or None)."""
+    if report is None:
+        return None
+    if dataclasses.is_dataclass(report) and not isinstance(report, type):
+        return dataclasses.asdict(report)
+    if isinstance(report, dict):
+        return dict(report)
+    raise TypeError(f"a technique report must be a dataclass or a mapping, got {type(report).__name__}")
 
 
 class Progress:
@@ -79,9 +121,17 @@ class Technique:
 
     Class attributes set by :func:`technique`: ``name`` and ``component``. Subclasses may set
     ``version`` (bump it when the output for the same params changes: it is part of the cache key),
-    ``inputs`` (roles of auxiliary inputs it needs, e.g. ``("teacher",)``), ``requires`` (the
-    packages it needs, for messages and provenance) and ``inference_time`` (True when it changes
-    generation only and leaves the weights untouched).
+    ``inputs`` (roles of auxiliary inputs it needs, e.g. ``("teacher",)``), ``role_formats`` (the formats
+    each auxiliary model role accepts), ``requires`` (the packages it needs, for messages and provenance),
+    ``inference_time`` (True when it changes generation only and leaves the weights untouched),
+    ``uses_seed`` (False when its output does not depend on the seed: the seed then stays out of its
+    node's identity) and ``uses_step_budget`` (True for training techniques that take the spec's
+    ``max_steps`` when their own parameter is unset).
+
+    Formats: ``accepts`` lists the input formats, ``produces`` the output format (None: the input's own
+    format); :meth:`output_format` may refine both from the parameters. An accepted quantized input
+    (``dequantizes``) is turned into a float copy first (:func:`adapters.formats.float_copy`), and the
+    lineage step says so.
     """
 
     name: ClassVar[str] = ""
@@ -89,15 +139,77 @@ class Technique:
     version: ClassVar[str] = "1"
     Params: ClassVar[type] = NoParams
     inputs: ClassVar[tuple[str, ...]] = ()
+    role_formats: ClassVar[dict[str, tuple[str, ...]]] = {}
     requires: ClassVar[tuple[str, ...]] = ()
     inference_time: ClassVar[bool] = False
-    produces: ClassVar[str] = "model"
+    uses_seed: ClassVar[bool] = True
+    uses_step_budget: ClassVar[bool] = False
+    accepts: ClassVar[tuple[str, ...]] = F.FLOAT_TORCH
+    produces: ClassVar[str | None] = None
+    dequantizes: ClassVar[tuple[str, ...]] = ()
+    hints: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
+        """Apply the technique to ``handle`` (never mutated); return the new handle and a report."""
         raise NotImplementedError
+
+    def run(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
+        """Check the input's format, apply, and stamp the lineage step and the output format.
+
+        Raises:
+            FormatMismatch: the technique does not accept ``handle.format`` with these parameters.
+        """
+        cls = type(self)
+        out_format = cls.output_format(handle.format, self.params)
+        result = self.apply(handle, ctx)
+        if not isinstance(result, Applied):  # a plugin may return a bare handle
+            result = Applied(result, None)
+        out = result.handle
+        if out is handle:
+            raise TypeError(f"{cls.name}.apply returned its input handle: derive a new one")
+        step = LineageStep(cls.name, cls.version, params_dict(self.params), cls.library_versions(),
+                           input_format=handle.format, output_format=out_format,
+                           conversion=cls.conversion(handle.format, self.params), report=report_dict(result.report))
+        out.lineage = (*handle.lineage, step)
+        out.format = out_format
+        return Applied(out, result.report)
+
+    @classmethod
+    def accepted_formats(cls, params: Any) -> tuple[str, ...]:
+        """The input formats this technique takes with these parameters."""
+        return cls.accepts
+
+    @classmethod
+    def output_format(cls, input_format: str, params: Any) -> str:
+        """The format of the model this technique makes from an ``input_format`` model.
+
+        Raises:
+            FormatMismatch: the input format is not accepted.
+        """
+        accepted = cls.accepted_formats(params)
+        if input_format not in accepted:
+            raise FormatMismatch(cls.name, input_format, accepted, cls.hints.get(input_format, ""))
+        return cls.produces or input_format
+
+    @classmethod
+    def conversion(cls, input_format: str, params: Any) -> str | None:
+        """What the technique does to take an input of this format, when it converts it (None otherwise)."""
+        if input_format in cls.dequantizes:
+            return f"dequantized the {input_format} weights to float before {cls.name}"
+        return None
+
+    @classmethod
+    def seed_dependent(cls, params: Any) -> bool:
+        """Whether the output depends on the spec's seed (then the seed is part of the node's identity)."""
+        return cls.uses_seed
+
+    @classmethod
+    def step_budget_dependent(cls, params: Any) -> bool:
+        """Whether the spec's ``max_steps`` reaches this step (training techniques whose own is unset)."""
+        return cls.uses_step_budget and getattr(params, "max_steps", None) is None
 
     @classmethod
     def summary(cls) -> str:
@@ -118,21 +230,29 @@ class Technique:
         return out
 
 
+class Selected(NamedTuple):
+    """What a data-selection technique gave: the kept texts (in their original order) and its report."""
+
+    texts: list[Any]
+    report: Any = None
+
+
 class DataTechnique(Technique):
     """A data-selection technique (``data.*``): it produces a dataset, not a model.
 
-    ``select(texts, ctx)`` returns the kept texts; a reference model, where the method needs one,
-    is ``ctx.inputs["reference"]`` (the harness passes the path's base model by default). The
-    harness stores the result as ``dataset.jsonl`` and hands it to consumers as
-    ``ctx.inputs["dataset"]``.
+    ``select(texts, ctx)`` returns :class:`Selected` (the kept texts and a report); a reference model,
+    where the method needs one, is ``ctx.inputs["reference"]`` (the harness passes the path's base model
+    by default). The harness stores the result as ``dataset.jsonl`` and hands it to consumers as
+    ``ctx.inputs["dataset"]``. It accepts no model format: in a model path it is a plan-time error.
     """
 
-    produces: ClassVar[str] = "dataset"
+    accepts: ClassVar[tuple[str, ...]] = ()
+    role_formats: ClassVar[dict[str, tuple[str, ...]]] = {"reference": F.TORCH_BACKEND + (F.ONNX,)}
 
-    def select(self, texts: list[str], ctx: TechniqueContext) -> list[str]:
+    def select(self, texts: list[Any], ctx: TechniqueContext) -> Selected:
         raise NotImplementedError
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         raise TypeError(f"{self.name} produces a dataset: call select(texts, ctx)")
 
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     base = load_source(args.model, threads=1)
     cls = TECHNIQUES.get("prune.magnitude")
     workdir = ROOT / ".slm" / "work" / "trust_table"
-    pruned = cls(build_params(cls, {"sparsity": args.sparsity})).apply(base, TechniqueContext(workdir=workdir))
+    pruned = cls(build_params(cls, {"sparsity": args.sparsity})).run(base, TechniqueContext(workdir=workdir)).handle
     data_dir = Path(args.data_dir) if Path(args.data_dir).is_dir() else None
     suite = SUITES.get("trust")()
     results, times = {}, {}

@@ -32,6 +32,8 @@ def run_cmd(
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="local benchmark data (or $SLM_DATA_DIR)")] = None,
     leaderboard: Annotated[bool, typer.Option(help="build the static leaderboard after the run")] = True,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    strict: Annotated[bool, typer.Option("--strict", help="refuse grid combinations whose formats do not fit "
+                                                            "instead of dropping them")] = False,
 ) -> None:
     """Run an experiment: compute every path's nodes, run the suites, store the results, build the site."""
     import os
@@ -41,7 +43,9 @@ def run_cmd(
     ws = resolve_workspace(workspace)
     parsed = _load(spec)
     summary = Runner(parsed, ws, executor=executor, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"),
-                     progress=progress).run()
+                     progress=progress, strict=strict).run()
+    for dropped in summary.dropped:
+        typer.echo(f"  dropped (formats do not fit): {dropped}")
     typer.echo(
         f"run {summary.run_id} ({parsed.name}): {summary.status} in {summary.wall_time_s:.1f}s; "
         f"technique steps executed {summary.steps_executed}, cached {summary.steps_cached}, failed {summary.steps_failed}; "
@@ -70,27 +74,42 @@ def _build_site(db: Path, out: Path) -> Path | None:
 def plan_cmd(
     spec: Annotated[str | None, typer.Argument(help="experiment spec (YAML); default: the built-in experiment")] = None,
     workspace: WorkspaceOpt = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="local benchmark data (or $SLM_DATA_DIR)")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="refuse grid combinations whose formats do not fit "
+                                                            "instead of dropping them")] = False,
 ) -> None:
-    """Print the DAG, which nodes are cached, and how much work a run would do, without running."""
+    """Print the DAG with each model's format, which nodes are cached, the dropped combinations, and how
+    much work a run would do, without running."""
+    import os
+
     from harness.cache import ArtifactCache
     from harness.plan import make_plan
 
     ws = resolve_workspace(workspace)
-    plan = make_plan(_load(spec))
+    plan = make_plan(_load(spec), strict=strict, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"))
     cache = ArtifactCache(ws / "artifacts")
     done = _completed_runs(ws / "results.duckdb")
     typer.echo(f"experiment {plan.spec.name}: {len(plan.paths)} paths, {len(plan.nodes)} nodes")
     for node in plan.nodes.values():
         state = "source" if node.kind == "source" else ("cached" if cache.has(node.hash) or node.technique is None else "todo")
-        inputs = ", ".join(f"{role}={h[:8]}" for role, h in node.inputs.items())
-        typer.echo(f"  {node.hash[:12]} [{state:6s}] {node.kind:7s} {node.label}" + (f"  <- {inputs}" if inputs else ""))
+        inputs = ", ".join(f"{role}={_short(h)}" for role, h in node.inputs.items())
+        fmt = f" ({node.format})" if node.format else ""
+        typer.echo(f"  {node.hash[:12]} [{state:6s}] {node.kind:7s} {node.label}{fmt}" + (f"  <- {inputs}" if inputs else ""))
     steps = sum(1 for n in plan.technique_nodes() if not cache.has(n.hash))
     runs = sum(1 for r in plan.suite_runs if r.run_key not in done)
     typer.echo("paths:")
     for p in plan.paths:
         typer.echo(f"  {p.path_id[:12]} [{p.hardware.name}] {p.name}")
+    if plan.dropped:
+        typer.echo(f"dropped {len(plan.dropped)} grid combinations whose formats do not fit (--strict refuses them):")
+        for d in plan.dropped:
+            typer.echo(f"  {d.reason}")
     typer.echo(f"would execute {steps} technique steps and {runs} suite runs "
                f"({len(plan.technique_nodes()) - steps} steps cached, {len(plan.suite_runs) - runs} suite runs done)")
+
+
+def _short(ref: Any) -> str:
+    return "[" + ", ".join(h[:8] for h in ref) + "]" if isinstance(ref, list) else str(ref)[:8]
 
 
 def _completed_runs(db: Path) -> set[str]:

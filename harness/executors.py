@@ -128,7 +128,7 @@ class SubprocessExecutor:
         return {
             "op": op,
             "workspace": str(self.workspace),
-            "nodes": {h: dataclasses.asdict(n) for h, n in self.plan.nodes.items()},
+            "nodes": {h: n.to_dict() for h, n in self.plan.nodes.items()},
             "datasets": {k: dataclasses.asdict(v) for k, v in self.plan.spec.datasets.items()},
             "hardware": self.hw.as_dict(),
             "seed": self.plan.spec.seed,

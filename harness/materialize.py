@@ -3,15 +3,15 @@ compute (apply the technique) and store. Shared by the in-process and subprocess
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from adapters.corpus import read_texts, synthetic_corpus
+from adapters.corpus import read_records, synthetic_corpus
 from adapters.errors import SLMError
-from adapters.handle import LineageStep
-from adapters.technique import DataTechnique, TechniqueContext, build_params, get_technique
+from adapters.technique import DataTechnique, TechniqueContext, build_params, get_technique, report_dict
 from harness.cache import ArtifactCache
 from harness.cost import CostMeter, StepCost
 from harness.hardware import HardwareProfile
@@ -24,7 +24,8 @@ class Materializer:
     """Resolves node hashes to handles (models) or text lists (datasets).
 
     Keeps the ``keep`` most recently used handles in memory, so siblings that share a parent load
-    it once.
+    it once. Parameters come built from the planner (``Node.built``) when the node was planned in this
+    process, and are rebuilt from their JSON otherwise (a worker process).
     """
 
     def __init__(self, nodes: dict[str, Node], cache: ArtifactCache, hardware: HardwareProfile,
@@ -54,7 +55,7 @@ class Materializer:
             handle = load_source(node.source, threads=self.hardware.threads, batch_size=self.hardware.batch_size,
                                  seed=self.seed)
         elif self.cache.meta(h).get("reapply"):
-            handle = self._apply(node)  # inference-time technique: cheap, weights shared with the parent
+            handle, _ = self._apply(node)  # inference-time technique: cheap, weights shared with the parent
         else:
             from adapters.handle import ModelHandle
 
@@ -73,51 +74,54 @@ class Materializer:
         self._handles.clear()
 
     # -- datasets -----------------------------------------------------------------------------
-    def texts(self, h: str) -> list[str]:
+    def texts(self, h: str) -> list[Any]:
+        """The records of dataset node ``h`` (strings, or prompt/completion dicts from JSONL files)."""
         if h in self._texts:
             return self._texts[h]
         node = self.nodes[h]
         if node.technique is None:
             raw = node.params
-            texts = read_texts(raw["path"], limit=raw["n"]) if raw.get("path") else synthetic_corpus(raw["n"], raw["seed"])
+            texts = read_records(raw["path"], limit=raw["n"]) if raw.get("path") else synthetic_corpus(raw["n"], raw["seed"])
         else:
             lines = (self.cache.path(h) / DATASET_FILE).read_text(encoding="utf-8").splitlines()
             texts = [json.loads(line)["text"] for line in lines]
         self._texts[h] = texts
         return texts
 
-    def named_datasets(self) -> dict[str, list[str]]:
+    def named_datasets(self) -> dict[str, list[Any]]:
         """Plain datasets of the spec by name (builtin or file), for ``ctx.datasets``."""
         out = {}
         for name, ds in self.dataset_specs.items():
             if ds.steps or ds.source:
                 continue
-            out[name] = read_texts(ds.path, limit=ds.n) if ds.path else synthetic_corpus(ds.n, self.seed)
+            out[name] = read_records(ds.path, limit=ds.n) if ds.path else synthetic_corpus(ds.n, self.seed)
         return out
 
     # -- computing ----------------------------------------------------------------------------
     def context(self, node: Node) -> TechniqueContext:
         inputs: dict[str, Any] = {}
-        for role, h in node.inputs.items():
+        for role, ref in node.inputs.items():
             if role in ("model", "texts"):
                 continue
-            inputs[role] = self.texts(h) if self.nodes[h].kind == "dataset" else self.handle(h)
+            inputs[role] = [self._input(h) for h in ref] if isinstance(ref, list) else self._input(ref)
         workdir = self.workdir / node.hash
         workdir.mkdir(parents=True, exist_ok=True)
         return TechniqueContext(seed=self.seed, workdir=workdir, hardware=self.hardware.as_dict(), inputs=inputs,
                                 datasets=self.named_datasets(), max_steps=self.max_steps)
 
-    def _apply(self, node: Node) -> Any:
+    def _input(self, h: str) -> Any:
+        return self.texts(h) if self.nodes[h].kind == "dataset" else self.handle(h)
+
+    def _apply(self, node: Node) -> tuple[Any, Any]:
+        """Run the node's technique; returns (handle or kept records, report)."""
         cls = get_technique(str(node.technique))
-        technique = cls(build_params(cls, node.params))
+        technique = cls(node.built if node.built is not None else build_params(cls, node.params))
         ctx = self.context(node)
         if isinstance(technique, DataTechnique):
-            return technique.select(self.texts(node.inputs["texts"]), ctx)
-        parent = self.handle(node.inputs["model"])
-        out = technique.apply(parent, ctx)
-        if not out.lineage or out.lineage[-1].technique != cls.name:
-            out = out.derive(LineageStep(cls.name, cls.version, dict(node.params), cls.library_versions()))
-        return out
+            selected = technique.select(self.texts(str(node.inputs["texts"])), ctx)
+            return selected.texts, selected.report
+        applied = technique.run(self.handle(str(node.inputs["model"])), ctx)
+        return applied.handle, applied.report
 
     def compute(self, h: str) -> StepCost:
         """Apply node ``h``'s technique to its (already available) inputs and store the artifact."""
@@ -126,17 +130,19 @@ class Materializer:
             return StepCost()
         cls = get_technique(str(node.technique))
         with CostMeter(self.workdir) as meter:
-            result = self._apply(node)
+            result, report = self._apply(node)
         meta = {"hash": h, "kind": node.kind, "technique": node.technique, "version": node.version,
                 "params": node.params, "inputs": node.inputs, "label": node.label,
                 "library_versions": cls.library_versions(), "cost": meter.cost.__dict__,
-                "reapply": bool(cls.inference_time)}
+                "reapply": bool(cls.inference_time), "report": report_dict(report)}
         if node.kind == "dataset":
             def build(tmp: Path) -> None:
                 (tmp / DATASET_FILE).write_text("".join(json.dumps({"text": t}) + "\n" for t in result))
             self._texts[h] = list(result)
         else:
             meta["footprint"] = _safe_footprint(result)
+            meta["format"] = result.format
+            meta["lineage_step"] = dataclasses.asdict(result.lineage[-1])
 
             def build(tmp: Path) -> None:
                 if not cls.inference_time:

@@ -1,8 +1,15 @@
-"""The planner: an :class:`ExperimentSpec` becomes a DAG of content-hashed nodes.
+"""The planner: an :class:`ExperimentSpec` becomes a type-checked DAG of content-hashed nodes.
 
-A node is an artifact: a model source, a technique applied to its inputs, or a dataset. Its hash
-covers (technique, technique version, every parameter with defaults, input hashes), so paths that
-share a prefix share nodes and a node computed once is never computed again.
+A node is an artifact: a model source, a technique applied to its inputs, or a dataset. Its hash is its
+whole identity: technique, technique version, every parameter with defaults, the hashes of all its inputs
+(lists in order), the seed (when the technique depends on it), the step budget (when it reaches the
+technique) and the content of every data file it reads. Paths that share a prefix share nodes, and a node
+computed once is never computed again.
+
+Every model node carries its artifact format (:mod:`adapters.formats`). A step whose technique does not
+accept its input's format is refused here, before anything runs, with one line naming the path, the step,
+the input format, what the step accepts and what to do; a grid drops (and lists) such combinations instead,
+unless ``strict``.
 """
 
 from __future__ import annotations
@@ -11,14 +18,24 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from adapters import formats as F
 from adapters.errors import SpecError, UnknownNameError, UsageError
 from adapters.sources import ModelSource
-from adapters.technique import Technique, build_params, get_technique, params_dict
-from harness.hardware import HardwareProfile, resolve_profile
+from adapters.technique import (
+    DataTechnique,
+    FormatMismatch,
+    Technique,
+    build_params,
+    get_technique,
+    params_dict,
+)
+from harness.hardware import BUILTIN_PROFILES, HardwareProfile, resolve_profile
+from harness.identity import data_identity, file_digest
 from harness.spec import DatasetSpec, ExperimentSpec, PathSpec, StepSpec, SuiteSpec
 from suites.base import SUITES
 
@@ -39,9 +56,12 @@ class Node:
         technique: registry name (None for sources and raw datasets).
         version: the technique's version.
         params: every parameter, defaults included.
-        inputs: role -> node hash; ``model`` is the main input, others are e.g. ``teacher``, ``dataset``.
+        inputs: role -> node hash (or a list of hashes, in order); ``model`` is the main input, others are
+            e.g. ``teacher``, ``dataset``.
         source: for a source node the model source (as written); for a raw dataset its spec.
         label: human-readable name.
+        format: the artifact format of a model node's output (None for datasets).
+        built: the technique's parameters object, built once by the planner (not serialized).
     """
 
     hash: str
@@ -49,9 +69,22 @@ class Node:
     technique: str | None
     version: str
     params: dict[str, Any]
-    inputs: dict[str, str]
+    inputs: dict[str, Any]
     source: Any = None
     label: str = ""
+    format: str | None = None
+    built: Any = field(default=None, compare=False, repr=False)
+
+    def input_hashes(self) -> list[str]:
+        """Every input hash, lists flattened, in role order."""
+        out: list[str] = []
+        for ref in self.inputs.values():
+            out.extend(ref if isinstance(ref, list) else [ref])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (everything but ``built``), for worker processes."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "built"}
 
 
 @dataclass(frozen=True)
@@ -83,14 +116,23 @@ class SuiteRun:
     path_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class DroppedPath:
+    """A grid combination that does not type-check, and why (one line)."""
+
+    name: str
+    reason: str
+
+
 @dataclass
 class Plan:
-    """The DAG (nodes in dependency order), the paths and the suite runs of an experiment."""
+    """The DAG (nodes in dependency order), the paths, the suite runs and the dropped combinations."""
 
     spec: ExperimentSpec
     nodes: dict[str, Node] = field(default_factory=dict)
     paths: list[PlannedPath] = field(default_factory=list)
     suite_runs: list[SuiteRun] = field(default_factory=list)
+    dropped: list[DroppedPath] = field(default_factory=list)
 
     def technique_nodes(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.technique is not None]
@@ -98,22 +140,44 @@ class Plan:
     def descendants(self, node_hash: str) -> set[str]:
         out: set[str] = set()
         for n in self.nodes.values():
-            if any(h == node_hash or h in out for h in n.inputs.values()):
+            if any(h == node_hash or h in out for h in n.input_hashes()):
                 out.add(n.hash)
         return out
 
 
-def make_plan(spec: ExperimentSpec) -> Plan:
-    """Validate names and parameters, and build the DAG. Raises :class:`SpecError`."""
-    return _Planner(spec).build()
+def make_plan(spec: ExperimentSpec, strict: bool = False, data_dir: str | None = None) -> Plan:
+    """Validate names, parameters and formats, and build the DAG. Raises :class:`SpecError`.
+
+    Args:
+        spec: the experiment.
+        strict: refuse grid combinations that do not type-check instead of dropping them.
+        data_dir: the run's data directory (``--data-dir``), part of the identity of suite runs that read data.
+    """
+    return _Planner(spec, strict, data_dir).build()
+
+
+def source_format(value: Any) -> str:
+    """The artifact format of a base model source: the recorded one for a directory written by
+    ``ModelHandle.save``, else ``torch`` (builtin, HF directory, GGUF and hub models load as dense torch)."""
+    if isinstance(value, str):
+        handle_file = Path(value).expanduser() / "handle.json"
+        if handle_file.is_file():
+            try:
+                return str(json.loads(handle_file.read_text()).get("format", F.TORCH))
+            except (OSError, json.JSONDecodeError):
+                return F.TORCH
+    return F.TORCH
 
 
 class _Planner:
-    def __init__(self, spec: ExperimentSpec):
+    def __init__(self, spec: ExperimentSpec, strict: bool = False, data_dir: str | None = None):
         self.spec = spec
+        self.strict = strict
+        self.data_dir = data_dir
         self.plan = Plan(spec)
         self.path_by_name = {p.name: p for p in spec.paths}
         self.leaf_of_path: dict[str, str] = {}
+        self.dropped: dict[str, str] = {}
         self.visiting: list[str] = []
         self.dataset_nodes: dict[str, str] = {}
 
@@ -125,10 +189,16 @@ class _Planner:
         suites = self._suites()
         for path in self.spec.paths:
             self._path_leaf(path)
-        for path in self.spec.paths:
+        kept = [p for p in self.spec.paths if p.name not in self.dropped]
+        if not kept:
+            first = next(iter(self.dropped.items()))
+            self.fail("paths", f"no path type-checks; e.g. {first[0]!r}: {first[1]}")
+        for path in kept:
             chain = self._chain(path)
             for hw in profiles:
                 self.plan.paths.append(self._planned(path, chain, hw))
+        self.plan.dropped = [DroppedPath(n, r) for n, r in self.dropped.items()]
+        self._keep_reachable()
         self._suite_runs(suites)
         return self.plan
 
@@ -170,18 +240,26 @@ class _Planner:
         except Exception as exc:  # ModelLoadError for missing files
             self.fail("base" if base == "base" else f"bases.{base}", str(exc))
         ident = {"source": src.id, "seed": self.spec.seed if src.kind == "scratch" else None}
-        return self._add(Node(content_hash(ident), "source", None, "", {}, {}, value, src.id))
+        return self._add(Node(content_hash(ident), "source", None, "", {}, {}, value, src.id, source_format(value)))
 
-    def _path_leaf(self, path: PathSpec) -> str:
-        if path.name in self.leaf_of_path:
-            return self.leaf_of_path[path.name]
+    def _path_leaf(self, path: PathSpec) -> str | None:
+        """The leaf node of a path (None when the path was dropped for a format mismatch)."""
+        if path.name in self.leaf_of_path or path.name in self.dropped:
+            return self.leaf_of_path.get(path.name)
         if path.name in self.visiting:
             cycle = " -> ".join([*self.visiting[self.visiting.index(path.name):], path.name])
             self.fail(path.where, f"reference cycle between paths: {cycle}")
         self.visiting.append(path.name)
-        current = self._source_node(path.base, f"{path.where}.base")
-        for step in path.steps:
-            current = self._step_node(step, current, path.base)
+        try:
+            current = self._source_node(path.base, f"{path.where}.base")
+            for i, step in enumerate(path.steps):
+                current = self._step_node(path, i, step, current)
+        except _Mismatch as exc:
+            self.visiting.pop()
+            if path.where != "grid" or self.strict:
+                self.fail(exc.where, exc.line)
+            self.dropped[path.name] = exc.line
+            return None
         self.visiting.pop()
         self.leaf_of_path[path.name] = current
         return current
@@ -193,24 +271,54 @@ class _Planner:
             self.fail(step.where, str(exc))
             raise
 
-    def _step_node(self, step: StepSpec, model: str, base: str) -> str:
+    def _step_node(self, path: PathSpec, index: int, step: StepSpec, model: str) -> str:
         cls = self._technique(step)
+        if issubclass(cls, DataTechnique):
+            self.fail(step.where, f"{cls.name} produces a dataset, not a model: define it under `datasets:` "
+                                  f"(e.g. {{clean: {{from: NAME, steps: [{cls.name}]}}}}) and name that dataset in a "
+                                  f"training step's `dataset:`")
         params = dict(step.params)
-        inputs = {"model": model}
+        inputs: dict[str, Any] = {"model": model}
         for role in cls.inputs:
-            inputs[role] = self._reference(step, role, params.pop(role, None), base)
+            inputs[role] = self._reference(step, role, params.pop(role, None), path.base)
         dataset = params.get("dataset")
         if isinstance(dataset, str) and dataset in self.spec.datasets:
-            ds_hash = self._dataset_node(self.spec.datasets[dataset], base)
-            if self.plan.nodes[ds_hash].technique is not None:
-                inputs["dataset"] = ds_hash
+            inputs["dataset"] = self._dataset_node(self.spec.datasets[dataset], path.base)
         built = build_params(cls, params, where=f"{self.spec.file}: {step.where}")
+        out_format = self._check_formats(path, index, step, cls, built, inputs)
         full = params_dict(built)
-        ident = {"technique": cls.name, "version": cls.version, "params": full, "inputs": inputs}
-        return self._add(Node(content_hash(ident), "model", cls.name, cls.version, full, inputs, None, step.label()))
+        node = Node(node_hash(cls, built, full, inputs, self.spec), "model", cls.name, cls.version, full, inputs, None,
+                    step.label(), out_format, built)
+        return self._add(node)
 
-    def _reference(self, step: StepSpec, role: str, ref: Any, base: str) -> str:
+    def _check_formats(self, path: PathSpec, index: int, step: StepSpec, cls: type[Technique], built: Any,
+                       inputs: dict[str, Any]) -> str:
+        model = self.plan.nodes[inputs["model"]]
+        for role, accepted in cls.role_formats.items():
+            refs = inputs.get(role)
+            for h in refs if isinstance(refs, list) else [refs] if refs else []:
+                fmt = self.plan.nodes[h].format
+                if fmt is not None and fmt not in accepted:
+                    self.fail(f"{step.where}.{role}", f"path {path.name!r}: {cls.name} needs a `{role}:` of format "
+                                                      f"{' / '.join(accepted)}, and {self.plan.nodes[h].label} is {fmt}")
+        try:
+            return cls.output_format(str(model.format), built)
+        except FormatMismatch as exc:
+            raise _Mismatch(step.where, self._mismatch_line(path, index, cls, model, exc)) from None
+
+    def _mismatch_line(self, path: PathSpec, index: int, cls: type[Technique], model: Node, exc: FormatMismatch) -> str:
+        made_by = f"made by step {index} {model.technique}" if model.technique else "the base model"
+        advice = exc.hint or (f"reorder: put {cls.name} before {model.technique}" if model.technique
+                              else "start from a base model it accepts")
+        return (f"path {path.name!r}: step {index + 1} {cls.name} does not accept a {exc.input_format} model "
+                f"({made_by}); it accepts {', '.join(exc.accepted) or 'no model'}; {advice}")
+
+    def _reference(self, step: StepSpec, role: str, ref: Any, base: str) -> Any:
         where = f"{step.where}.{role}"
+        if isinstance(ref, list):  # several models under one role (e.g. the models a merge combines), in order
+            if not ref:
+                self.fail(where, f"expected at least one base or path name, got {ref!r}")
+            return [self._reference(step, role, r, base) for r in ref]
         if ref is None:
             if role == "reference":  # data selection scores with the path's base by default
                 return self._source_node(base, where)
@@ -220,7 +328,10 @@ class _Planner:
         if ref in self.spec.bases:
             return self._source_node(ref, where)
         if ref in self.path_by_name:
-            return self._path_leaf(self.path_by_name[ref])
+            leaf = self._path_leaf(self.path_by_name[ref])
+            if leaf is None:
+                raise _Mismatch(where, f"`{role}: {ref}` names a path that does not type-check ({self.dropped[ref]})")
+            return leaf
         self.fail(where, f"{ref!r} names no base or path (bases: {', '.join(self.spec.bases)}; "
                          f"paths: {', '.join(list(self.path_by_name)[:10])})")
         raise AssertionError
@@ -234,19 +345,44 @@ class _Planner:
                                                      f"(defined: {', '.join(self.spec.datasets)})")
             current = self._dataset_node(self.spec.datasets[ds.source], base)
         else:
-            raw = {"builtin": ds.builtin, "path": ds.path, "n": ds.n, "seed": self.spec.seed}
-            current = self._add(Node(content_hash(raw), "dataset", None, "", raw, {}, raw, ds.name))
+            current = self._add(self._raw_dataset(ds))
         for step in ds.steps:
             cls = self._technique(step)
-            if cls.produces != "dataset":
+            if not issubclass(cls, DataTechnique):
                 self.fail(step.where, f"{cls.name} produces a model; dataset steps must be data.* techniques")
             params = dict(step.params)
             inputs = {"texts": current, "reference": self._reference(step, "reference", params.pop("reference", None), base)}
-            full = params_dict(build_params(cls, params, where=f"{self.spec.file}: {step.where}"))
+            built = build_params(cls, params, where=f"{self.spec.file}: {step.where}")
+            full = params_dict(built)
             ident = {"technique": cls.name, "version": cls.version, "params": full, "inputs": inputs}
-            current = self._add(Node(content_hash(ident), "dataset", cls.name, cls.version, full, inputs, None, step.label()))
+            current = self._add(Node(content_hash(ident), "dataset", cls.name, cls.version, full, inputs, None,
+                                     step.label(), None, built))
         self.dataset_nodes[ds.name] = current
         return current
+
+    def _raw_dataset(self, ds: DatasetSpec) -> Node:
+        """A file or built-in dataset; identified by the file's content (not its name) or the seed."""
+        raw = {"builtin": ds.builtin, "path": ds.path, "n": ds.n, "seed": self.spec.seed}
+        if ds.path:
+            path = Path(ds.path).expanduser()
+            if not path.is_file():
+                self.fail(f"datasets.{ds.name}.path", f"file not found: {ds.path}")
+            raw["path"] = str(path.resolve())
+            ident = {"content": file_digest(path), "n": ds.n, "suffix": path.suffix}
+        else:
+            ident = {"builtin": ds.builtin or "synthetic", "n": ds.n, "seed": self.spec.seed}
+        return Node(content_hash(ident), "dataset", None, "", raw, {}, raw, ds.name)
+
+    def _keep_reachable(self) -> None:
+        """Drop nodes only dropped paths needed (dependency order is kept)."""
+        needed: set[str] = set()
+        stack = [p.leaf for p in self.plan.paths]
+        while stack:
+            h = stack.pop()
+            if h not in needed:
+                needed.add(h)
+                stack.extend(self.plan.nodes[h].input_hashes())
+        self.plan.nodes = {h: n for h, n in self.plan.nodes.items() if h in needed}
 
     # -- paths and suite runs -----------------------------------------------------------------
     def _chain(self, path: PathSpec) -> tuple[str, ...]:
@@ -257,20 +393,83 @@ class _Planner:
 
     def _planned(self, path: PathSpec, chain: tuple[str, ...], hw: HardwareProfile) -> PlannedPath:
         nodes = [self.plan.nodes[h] for h in chain[1:]]
-        steps = tuple({"technique": n.technique, "params": n.params, "label": n.label} for n in nodes)
+        steps = tuple({"technique": n.technique, "params": n.params, "label": n.label, "format": n.format}
+                      for n in nodes)
         src = self.plan.nodes[chain[0]]
         path_id = content_hash({"chain": chain, "hardware": hw.name})
-        snippet = yaml.safe_dump(
-            {
-                "name": path.name,
-                "base": src.source,
-                "hardware": hw.name,
-                "seed": self.spec.seed,
-                "paths": [[{s.technique: dict(s.params)} if s.params else s.technique for s in path.steps]],
-            },
-            sort_keys=False,
-        )
-        return PlannedPath(path_id, path.name, path.base, src.label, hw, chain, steps, snippet)
+        return PlannedPath(path_id, path.name, path.base, src.label, hw, chain, steps, self._snippet(path, hw))
+
+    def _snippet(self, path: PathSpec, hw: HardwareProfile) -> str:
+        """A complete spec that plans this path to the same leaf: its bases, datasets, referenced paths,
+        hardware profile, seed, step budget and suites."""
+        paths, bases, datasets = self._closure(path)
+        doc: dict[str, Any] = {"name": path.name, "bases": {b: self._source_text(b) for b in bases}}
+        doc["hardware"] = hw.name if BUILTIN_PROFILES.get(hw.name) == hw else hw.as_dict()
+        doc["seed"] = self.spec.seed
+        if self.spec.max_steps is not None:
+            doc["max_steps"] = self.spec.max_steps
+        if self.spec.suites:
+            doc["suites"] = {s.name: {"profile": s.profile, **s.options} for s in self.spec.suites}
+        if datasets:
+            doc["datasets"] = {d: self._dataset_text(self.spec.datasets[d]) for d in datasets}
+        doc["paths"] = [{"name": p.name, "base": p.base, "steps": [_step_text(s) for s in p.steps]} for p in paths]
+        return yaml.safe_dump(doc, sort_keys=False)
+
+    def _closure(self, path: PathSpec) -> tuple[list[PathSpec], list[str], list[str]]:
+        """The paths (this one last), bases and datasets a path needs, in a stable order."""
+        paths: list[PathSpec] = []
+        bases: list[str] = []
+        datasets: list[str] = []
+
+        def add(name: str, into: list[str]) -> None:
+            if name not in into:
+                into.append(name)
+
+        def visit_dataset(name: str) -> None:
+            ds = self.spec.datasets[name]
+            if ds.source:
+                visit_dataset(ds.source)
+            for s in ds.steps:
+                ref = s.params.get("reference")
+                add(ref if isinstance(ref, str) and ref in self.spec.bases else path.base, bases)
+            add(name, datasets)
+
+        def visit(p: PathSpec) -> None:
+            if p in paths:
+                return
+            add(p.base, bases)
+            for s in p.steps:
+                for value in s.params.values():
+                    for ref in value if isinstance(value, list) else [value]:
+                        if isinstance(ref, str) and ref in self.spec.bases and ref != s.params.get("dataset"):
+                            add(ref, bases)
+                        elif isinstance(ref, str) and ref in self.path_by_name and ref != p.name:
+                            visit(self.path_by_name[ref])
+                dataset = s.params.get("dataset")
+                if isinstance(dataset, str) and dataset in self.spec.datasets:
+                    visit_dataset(dataset)
+            paths.append(p)
+
+        visit(path)
+        return paths, bases, datasets
+
+    def _source_text(self, base: str) -> Any:
+        value = self.spec.bases[base]
+        src = ModelSource.parse(value)
+        return src.ref if src.kind in ("hf_dir", "gguf") else value
+
+    def _dataset_text(self, ds: DatasetSpec) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if ds.builtin:
+            out["builtin"] = ds.builtin
+        if ds.path:
+            out["path"] = str(Path(ds.path).expanduser().resolve())
+        if ds.source:
+            out["from"] = ds.source
+        out["n"] = ds.n
+        if ds.steps:
+            out["steps"] = [_step_text(s) for s in ds.steps]
+        return out
 
     def _suite_runs(self, suites: list[SuiteSpec]) -> None:
         wanted: dict[tuple[str, str], list[str]] = {}
@@ -279,8 +478,42 @@ class _Planner:
             for h in nodes:
                 wanted.setdefault((h, p.hardware.name), []).append(p.path_id)
         profiles = {p.hardware.name: p.hardware for p in self.plan.paths}
+        data = {s.name: self._suite_data(s) for s in suites}
         for (h, hw_name), path_ids in wanted.items():
             for s in suites:
                 key = content_hash({"node": h, "suite": s.name, "profile": s.profile, "options": s.options,
-                                    "hardware": dataclasses.asdict(profiles[hw_name]), "seed": self.spec.seed})
+                                    "hardware": dataclasses.asdict(profiles[hw_name]), "seed": self.spec.seed,
+                                    **({"data": data[s.name]} if data[s.name] is not None else {})})
                 self.plan.suite_runs.append(SuiteRun(key, h, s, profiles[hw_name], tuple(path_ids)))
+
+    def _suite_data(self, s: SuiteSpec) -> str | None:
+        """The content identity of the data a suite reads (suites with a ``data_dir`` option)."""
+        if "data_dir" not in getattr(SUITES.get(s.name), "options", ()):
+            return None
+        import os
+
+        return data_identity(s.options.get("data_dir") or self.data_dir or os.environ.get("SLM_DATA_DIR"))
+
+
+class _Mismatch(Exception):
+    """A format mismatch inside a path (a grid drops the path; explicit paths fail with ``line``)."""
+
+    def __init__(self, where: str, line: str):
+        super().__init__(line)
+        self.where, self.line = where, line
+
+
+def node_hash(cls: type[Technique], built: Any, full: dict[str, Any], inputs: dict[str, Any],
+              spec: ExperimentSpec) -> str:
+    """A model node's identity: technique, version, params, inputs, and the seed and step budget where
+    they reach the technique (dataset contents enter through the dataset input's own hash)."""
+    ident: dict[str, Any] = {"technique": cls.name, "version": cls.version, "params": full, "inputs": inputs}
+    if cls.seed_dependent(built):
+        ident["seed"] = spec.seed
+    if cls.step_budget_dependent(built) and spec.max_steps is not None:
+        ident["max_steps"] = spec.max_steps
+    return content_hash(ident)
+
+
+def _step_text(step: StepSpec) -> Any:
+    return {step.technique: dict(step.params)} if step.params else step.technique

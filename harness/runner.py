@@ -37,6 +37,7 @@ class RunSummary:
     suite_runs_failed: int = 0
     wall_time_s: float = 0.0
     failures: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -47,18 +48,20 @@ class Runner:
     """Executes one spec into one workspace."""
 
     def __init__(self, spec: ExperimentSpec, workspace: Path, executor: str = "inprocess",
-                 data_dir: str | None = None, progress: bool = True):
+                 data_dir: str | None = None, progress: bool = True, strict: bool = False):
         self.spec = spec
         self.workspace = Path(workspace)
         self.executor_name = executor
         self.data_dir = data_dir
+        self.strict = strict
         self.progress = RunProgress(enabled=progress)
 
     def run(self) -> RunSummary:
         start = time.perf_counter()
-        plan = make_plan(self.spec)
+        plan = make_plan(self.spec, strict=self.strict, data_dir=self.data_dir)
         store = self._open_store()
-        summary = RunSummary(uuid.uuid4().hex[:12], self.workspace, self.workspace / "results.duckdb")
+        summary = RunSummary(uuid.uuid4().hex[:12], self.workspace, self.workspace / "results.duckdb",
+                             dropped=[f"{d.name}: {d.reason}" for d in plan.dropped])
         self._start(store, summary)
         executor = make_executor(self.executor_name, plan, self.workspace, self.data_dir)
         try:
@@ -94,7 +97,7 @@ class Runner:
         todo = [n for n in plan.nodes.values() if n.technique is not None and not cache.has(n.hash)]
         self.progress.start_steps(len(todo))
         for node in plan.nodes.values():
-            bad_input = next((h for h in node.inputs.values() if h in failed), None)
+            bad_input = next((h for h in node.input_hashes() if h in failed), None)
             if bad_input:
                 failed[node.hash] = f"input {plan.nodes[bad_input].label} ({bad_input}) failed"
                 store.record_node(summary.run_id, _node_record(node, Outcome("skipped", error=failed[node.hash])))
@@ -176,6 +179,9 @@ def _node_record(node: Node, outcome: Outcome, meta: dict[str, Any] | None = Non
         "library_versions": meta.get("library_versions", {}),
         "footprint": meta.get("footprint"),
         "artifact_bytes": meta.get("artifact_bytes"),
+        "format": node.format,
+        "report": meta.get("report"),
+        "lineage_step": meta.get("lineage_step"),
     }
 
 
@@ -187,7 +193,7 @@ def _path_record(p: PlannedPath) -> dict[str, Any]:
         "hardware_profile": p.hardware.name,
         "leaf_hash": p.leaf,
         "chain": list(p.chain),
-        "steps": [{"technique": s["technique"], "params": s["params"]} for s in p.steps],
+        "steps": [{"technique": s["technique"], "params": s["params"], "format": s.get("format")} for s in p.steps],
         "spec_snippet": p.spec_snippet,
     }
 
@@ -211,5 +217,5 @@ def _suite_record(run: SuiteRun, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def plan_only(spec: ExperimentSpec) -> Plan:
-    return make_plan(spec)
+def plan_only(spec: ExperimentSpec, strict: bool = False) -> Plan:
+    return make_plan(spec, strict=strict)

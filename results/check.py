@@ -1,10 +1,12 @@
 """The CI regression gate: the latest run against a committed baseline, with per-suite tolerances.
 
 Quality and trust use recovery thresholds: a metric holds when it keeps at least ``min_ratio`` of the
-baseline, or (when ``alpha`` is set and per-sample outcomes exist on both sides) when it is not
-significantly worse at that alpha. Latency, memory and energy use relative tolerances ``rel_tol``;
+baseline (``kept_fraction``: oriented by the metric's direction for values of any sign; a 0 baseline is
+held by any improvement), or (when ``alpha`` is set and per-sample outcomes exist on both sides) when it
+is not significantly worse at that alpha. Latency, memory and energy use relative tolerances ``rel_tol``;
 ``rel_tol: auto`` derives the tolerance from the two measurements' own uncertainty (three combined
-relative standard errors, never below ``min_tol``). A baseline metric missing from the run is a regression.
+relative standard errors, never below ``min_tol``); a 0 baseline tolerates no worsening. A baseline
+metric missing from the run is a regression.
 """
 
 from __future__ import annotations
@@ -181,13 +183,44 @@ def run_check(baseline: dict[str, PathData], current: dict[str, PathData], tol: 
     return verdicts
 
 
+def kept_fraction(b: float, c: float, higher_is_better: bool) -> float:
+    """How much of baseline ``b`` the current value ``c`` keeps: 1 = as good, < 1 = a loss, > 1 = a gain.
+
+    Oriented by the metric's direction for every sign of the values:
+
+    * ``b > 0`` and ``c > 0``: ``c / b`` where higher is better, ``b / c`` where lower is better (the trust
+      suite's retention orientation);
+    * ``b == c``: 1.0;
+    * ``b == 0``: ``math.inf`` when ``c`` is better (a 0 baseline is held by any improvement), 0.0 when worse;
+    * any other signs (a negative value, or ``c == 0``): ``1 - worse / |b|``, where ``worse`` is ``b - c`` when
+      higher is better and ``c - b`` when lower is better (so -2 -> -3 of a log-likelihood keeps 0.5).
+    """
+    if b == c:
+        return 1.0
+    worse = (b - c) if higher_is_better else (c - b)
+    if b == 0:
+        return 0.0 if worse > 0 else math.inf
+    if b > 0 and c > 0:
+        return c / b if higher_is_better else b / c
+    return 1.0 - worse / abs(b)
+
+
+def _zero_base_why(c: float, worse: float, tail: str) -> str:
+    state = "unchanged" if worse == 0 else ("worse" + tail if worse > 0 else "better")
+    return f"baseline 0; now {c:.4g} ({state})"
+
+
 def _judge(base: PathData, cur: PathData, key: tuple[str, str, str], rule: dict[str, Any]) -> dict[str, Any]:
     row = compare_metric(key, base, cur)
     b, c, hib = row["a"], row["b"], bool(row["higher_is_better"])
+    worse = (b - c) if hib else (c - b)  # > 0: the run is worse than the baseline, in the metric's direction
     if "min_ratio" in rule and rule["min_ratio"] is not None and "rel_tol" not in rule:
-        kept = (c / b if hib else b / c) if b and c else (1.0 if b == c else 0.0)
+        kept = kept_fraction(b, c, hib)
         ok = kept >= rule["min_ratio"]
-        why = f"keeps {kept:.1%} of baseline (min {rule['min_ratio']:.0%})"
+        if b == 0 and b != c:
+            why = _zero_base_why(c, worse, f"; no fraction of a 0 baseline, min {rule['min_ratio']:.0%}")
+        else:
+            why = f"keeps {kept:.1%} of baseline (min {rule['min_ratio']:.0%})"
         alpha = rule.get("alpha")
         if not ok and alpha is not None and row["p_value"] is not None and row["test"] != "z-test":
             ok = row["p_value"] >= alpha
@@ -195,10 +228,14 @@ def _judge(base: PathData, cur: PathData, key: tuple[str, str, str], rule: dict[
                    f" at alpha={alpha}"
         return _verdict(base, key, "ok" if ok else "regression", row, rule, why)
     tol = _tolerance(rule, row)
-    worse = ((b - c) if hib else (c - b)) / abs(b) if b else 0.0
-    ok = worse <= tol
+    if b == 0:  # any worsening of a 0 baseline is an infinite relative change; holding or improving is fine
+        ok = worse <= 0
+        why = _zero_base_why(c, worse, f": infinite relative change, tolerance {tol:.1%}")
+        return _verdict(base, key, "ok" if ok else "regression", row, rule, why)
+    rel = worse / abs(b)
+    ok = rel <= tol
     return _verdict(base, key, "ok" if ok else "regression", row, rule,
-                    f"{'worse' if worse > 0 else 'better'} by {abs(worse):.1%} (tolerance {tol:.1%})")
+                    f"{'worse' if rel > 0 else 'better'} by {abs(rel):.1%} (tolerance {tol:.1%})")
 
 
 def _tolerance(rule: dict[str, Any], row: dict[str, Any]) -> float:

@@ -140,7 +140,15 @@ _V3 = """
 ALTER TABLE nodes ADD COLUMN artifact_bytes BIGINT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# v4: the path contract: every model node's artifact format, the technique's report of its own work (e.g. the
+# sparsity reached, KL before/after, training losses) and its lineage step (input/output format, conversion).
+_V4 = """
+ALTER TABLE nodes ADD COLUMN format VARCHAR;
+ALTER TABLE nodes ADD COLUMN report JSON;
+ALTER TABLE nodes ADD COLUMN lineage_step JSON;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -109,13 +109,15 @@ class ResultStore:
             con.execute(
                 "INSERT INTO nodes (node_hash, kind, technique, technique_version, params, inputs, source, status, "
                 "error, traceback, wall_time_s, peak_rss_bytes, energy_j, energy_method, library_versions, footprint, "
-                "run_id, artifact_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "run_id, artifact_bytes, format, report, lineage_step) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [node["node_hash"], node.get("kind"), node.get("technique"), _text(node.get("technique_version")),
                  _json(node.get("params") or {}), _json(node.get("inputs") or {}), node.get("source"),
                  node.get("status"), node.get("error"), node.get("traceback"), _num(node.get("wall_time_s")),
                  _int(node.get("peak_rss_bytes")), _num(node.get("energy_j")), node.get("energy_method"),
                  _json(node.get("library_versions") or {}), _json(node.get("footprint")), run_id,
-                 _int(node.get("artifact_bytes"))])
+                 _int(node.get("artifact_bytes")), node.get("format"), _json(node.get("report")),
+                 _json(node.get("lineage_step"))])
             if node.get("kind") == "source" and node.get("source"):
                 con.execute("INSERT INTO model_sources VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                             [node["source"], node["node_hash"], run_id])

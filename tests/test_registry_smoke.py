@@ -40,10 +40,10 @@ def test_every_technique_runs_on_the_pico_model(name, tiny, tiny_handle, tmp_pat
             from adapters.corpus import synthetic_corpus
 
             texts = synthetic_corpus(40)
-            kept = technique.select(texts, ctx)
+            kept = technique.select(texts, ctx).texts
             assert 0 < len(kept) <= len(texts) and set(kept) <= set(texts)
             return
-        out = technique.apply(tiny, ctx)
+        out = technique.run(tiny, ctx).handle
     except (BackendUnavailableError, MissingDependencyError) as exc:
         pytest.skip(f"{name} cannot run here: {exc}")
     assert isinstance(out, ModelHandle)

@@ -7,19 +7,17 @@ torch is imported inside the functions so that listing the registry never needs 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from adapters.errors import UsageError
-from adapters.handle import LineageStep
-from adapters.technique import params_dict
 
 if TYPE_CHECKING:
     from adapters.handle import ModelHandle
-    from adapters.technique import Technique, TechniqueContext
+    from adapters.technique import TechniqueContext
 
 
 @contextlib.contextmanager
@@ -33,13 +31,53 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def copied_model(handle: ModelHandle) -> Any:
-    """A deep copy of the handle's model (techniques never change their input handle)."""
-    return copy.deepcopy(handle.model)
+    """A float copy of the handle's model (techniques never change their input handle): a deep copy, or,
+    for a quantized format, a dequantized copy with the same structure (see ``Technique.dequantizes``)."""
+    from adapters.formats import float_copy
+
+    return float_copy(handle)
 
 
-def lineage_step(technique: Technique) -> LineageStep:
-    """The lineage entry recording ``technique`` with all its parameters and library versions."""
-    return LineageStep(technique.name, technique.version, params_dict(technique.params), technique.library_versions())
+@dataclass(frozen=True)
+class TrainReport:
+    """What a training technique did.
+
+    Attributes:
+        steps: optimizer steps taken.
+        first_loss: the training loss of the first step (None when no step ran).
+        final_loss: the training loss of the last step.
+        trainable_params: parameters that received gradients.
+        total_params: parameters of the model.
+        sparsity_kept: whether weights that were zero in the input were kept at zero.
+    """
+
+    steps: int
+    first_loss: float | None
+    final_loss: float | None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    sparsity_kept: bool = False
+
+
+def finite(x: Any) -> float | None:
+    """``x`` as a float, or None for NaN / missing."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def trainable_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters, tied ones counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
 
 
 def decoder_blocks(model: Any) -> Sequence[Any]:

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from adapters.corpus import record_text
 from adapters.errors import UsageError
 from adapters.handle import ModelHandle
-from adapters.technique import DataTechnique, TechniqueContext, technique
+from adapters.technique import DataTechnique, Selected, TechniqueContext, technique
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,23 @@ def selected(scores: Sequence[float], keep: float, mode: str) -> list[int]:
     return sorted(ranked[:n_keep])
 
 
+@dataclass(frozen=True)
+class FilterReport:
+    """What the filter kept.
+
+    Attributes:
+        n_in: non-empty texts scored.
+        n_kept: texts kept.
+        mean_ppl_kept: mean perplexity of the kept texts under the reference model.
+        mean_ppl_dropped: mean perplexity of the dropped ones (None when nothing was dropped).
+    """
+
+    n_in: int
+    n_kept: int
+    mean_ppl_kept: float
+    mean_ppl_dropped: float | None
+
+
 @technique("data.perplexity_filter")
 class PerplexityFilter(DataTechnique):
     """Perplexity-based data pruning (Marion et al., 2023, "When Less is More: Investigating Data
@@ -57,28 +75,23 @@ class PerplexityFilter(DataTechnique):
     keep the ``keep`` fraction with the lowest (or highest) perplexity.
 
     The reference model is ``ctx.inputs["reference"]`` (the path's base model by default). Texts are
-    returned in their original order; the perplexities of the kept and dropped parts are recorded in
-    ``last_report`` for inspection.
+    returned in their original order; the perplexities of the kept and dropped parts are the report.
     """
 
     Params = PerplexityFilterParams
     requires = ("torch", "transformers", "lm-eval")
 
-    def select(self, texts: list[str], ctx: TechniqueContext) -> list[str]:
+    def select(self, texts: list[str], ctx: TechniqueContext) -> Selected:
         reference = ctx.inputs.get("reference")
         if not isinstance(reference, ModelHandle):
             raise UsageError("data.perplexity_filter needs a reference model as input `reference:`")
-        texts = [t for t in texts if t.strip()]
+        texts = [t for t in texts if record_text(t).strip()]
         if not texts:
             raise UsageError("data.perplexity_filter got no non-empty texts to select from")
-        scores = perplexities(reference, texts)
+        scores = perplexities(reference, [record_text(t) for t in texts])
         kept = selected(scores, self.params.keep, self.params.mode)
         chosen = set(kept)
         dropped = [scores[i] for i in range(len(texts)) if i not in chosen]
-        self.last_report = {
-            "n_in": len(texts),
-            "n_kept": len(kept),
-            "mean_ppl_kept": sum(scores[i] for i in kept) / len(kept),
-            "mean_ppl_dropped": sum(dropped) / len(dropped) if dropped else math.nan,
-        }
-        return [texts[i] for i in kept]
+        report = FilterReport(len(texts), len(kept), sum(scores[i] for i in kept) / len(kept),
+                              sum(dropped) / len(dropped) if dropped else None)
+        return Selected([texts[i] for i in kept], report)

@@ -8,22 +8,26 @@ sampling) and timed streaming all go through ONNX Runtime, none through torch's 
 linear layers' MatMuls are quantized to int8 with ORT's dynamic quantization (integer MatMul kernels,
 activations quantized at run time; Jacob et al., 2018); the ``lm_head`` stays fp32 by default.
 
-The artifact is the ``.onnx`` file plus config and tokenizer; loading creates a new session.
+The artifact format is ``onnx``: the ``.onnx`` file plus config, tokenizer and session settings; loading
+creates a new session.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from adapters import formats as F
 from adapters.errors import BackendUnavailableError, MissingDependencyError
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
-from adapters.techniques._training import copied_model, lineage_step
+from adapters.technique import Applied, Technique, TechniqueContext, technique
+from adapters.techniques._training import copied_model
 
 ONNX_FILE = "model.onnx"
+SESSION_FILE = "onnx.json"
 INSTALL = "pip install onnxruntime onnx"
 
 
@@ -101,18 +105,50 @@ def quantize_int8(src: Path, dst: Path, include_lm_head: bool) -> list[str]:
     return excluded
 
 
+@dataclass(frozen=True)
+class ExportReport:
+    """What the export produced.
+
+    Attributes:
+        onnx_bytes: size of the ONNX graph file (weights inside).
+        quantize: ``none`` or ``int8``.
+        excluded_nodes: MatMul nodes kept fp32 by the int8 quantization.
+        opset: the ONNX opset.
+    """
+
+    onnx_bytes: int
+    quantize: str
+    excluded_nodes: list[str]
+    opset: int
+
+
 @technique("deploy.onnxruntime")
 class OnnxRuntimeDeploy(Technique):
     """ONNX Runtime deployment: KV-cache ONNX export, optional dynamic int8 (Jacob et al., 2018), ORT session.
 
     Works on CPU (``CPUExecutionProvider``). A model holding torch-quantized modules (``quant.int8``,
-    ``quant.rtn``) does not export: deploy first and use ``quantize: int8`` here.
+    ``quant.rtn``) is refused when the spec is planned: deploy the float model and use ``quantize: int8`` here.
+    A ``compressed-tensors`` (AWQ) input is exported as the dequantized float model it is in memory.
     """
 
     Params = OrtParams
     requires = ("onnxruntime", "onnx", "torch", "transformers")
+    uses_seed = False
+    accepts = F.FLOAT_TORCH + (F.COMPRESSED,)
+    produces = F.ONNX
+    hints = {F.TORCH_INT8: "torch-quantized modules do not export: deploy the float model with "
+                           "deploy.onnxruntime(quantize: int8) instead of quant.int8",
+             F.QUANTO: "quanto modules do not export: deploy the float model, with deploy.onnxruntime(quantize: int8) "
+                       "for int8 weights",
+             F.ONNX: "the model is already deployed on ONNX Runtime"}
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    @classmethod
+    def conversion(cls, input_format: str, params: Any) -> str | None:
+        if input_format == F.COMPRESSED:
+            return "exported the dequantized float weights of the compressed-tensors model"
+        return None
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         _require()
         p = self.params
         ctx.workdir.mkdir(parents=True, exist_ok=True)
@@ -122,34 +158,41 @@ class OnnxRuntimeDeploy(Technique):
         if p.quantize == "int8":
             target = ctx.workdir / ONNX_FILE
             excluded = quantize_int8(fp32, target, p.quantize_lm_head)
-        meta = {**handle.meta, "loader": self.name, "ort_quantize": p.quantize, "ort_excluded_nodes": excluded,
-                "ort_optimization": p.optimization, "onnx_file": str(target)}
-        return _ort_handle(handle, target, meta, lineage_step(self))
-
-    @classmethod
-    def save_artifact(cls, handle: ModelHandle, path: Path) -> None:
-        """The ONNX graph (weights inside) and the transformers config."""
-        shutil.copyfile(handle.meta["onnx_file"], path / ONNX_FILE)
-        handle.model.config.save_pretrained(path)
-
-    @classmethod
-    def load_artifact(cls, path: Path, info: dict[str, Any], lineage: list[Any]) -> ModelHandle:
-        from transformers import AutoConfig, AutoTokenizer
-
-        from adapters.techniques._ort import OrtCausalLM, OrtHandle
-
-        _require()
-        meta = {**info.pop("meta", {}), "onnx_file": str(Path(path) / ONNX_FILE)}
-        threads = int(info.get("threads", 1))
-        model = OrtCausalLM(AutoConfig.from_pretrained(path), Path(path) / ONNX_FILE, threads,
-                            meta.get("ort_optimization", "all"))
-        return OrtHandle(model, AutoTokenizer.from_pretrained(path), lineage=lineage, meta=meta, **info)
+        state = {"onnx_file": str(target), "optimization": p.optimization}
+        report = ExportReport(target.stat().st_size, p.quantize, excluded, p.opset)
+        return Applied(_ort_handle(handle, target, state), report)
 
 
-def _ort_handle(handle: ModelHandle, onnx_file: Path, meta: dict[str, Any], step: Any) -> ModelHandle:
+def save_onnx(handle: ModelHandle, path: Path) -> None:
+    """The ONNX graph (weights inside), the transformers config and the session settings."""
+    shutil.copyfile(handle.format_state["onnx_file"], path / ONNX_FILE)
+    handle.model.config.save_pretrained(path)
+    (path / SESSION_FILE).write_text(json.dumps({"optimization": handle.format_state.get("optimization", "all")}))
+
+
+def load_onnx(path: Path, info: dict[str, Any]) -> ModelHandle:
+    from transformers import AutoConfig
+
     from adapters.techniques._ort import OrtCausalLM, OrtHandle
 
-    model = OrtCausalLM(handle.model.config, onnx_file, handle.threads, meta["ort_optimization"])
+    _require()
+    session = Path(path) / SESSION_FILE
+    optimization = json.loads(session.read_text())["optimization"] if session.is_file() else "all"
+    state = {"onnx_file": str(Path(path) / ONNX_FILE), "optimization": optimization}
+    model = OrtCausalLM(AutoConfig.from_pretrained(path), Path(path) / ONNX_FILE, int(info.get("threads", 1)),
+                        optimization)
+    return OrtHandle(model, F.tokenizer_of(path), format_state=state, **info)
+
+
+F.register_format(F.ArtifactFormat(F.ONNX, "ONNX graph with KV cache run in an ONNX Runtime session", "onnxruntime",
+                                   save_onnx, load_onnx))
+
+
+def _ort_handle(handle: ModelHandle, onnx_file: Path, state: dict[str, Any]) -> ModelHandle:
+    from adapters.techniques._ort import OrtCausalLM, OrtHandle
+
+    model = OrtCausalLM(handle.model.config, onnx_file, handle.threads, state["optimization"])
     return OrtHandle(model, handle.tokenizer, source=handle.source, backend="onnxruntime",
-                     lineage=(*handle.lineage, step), threads=handle.threads, batch_size=handle.batch_size,
-                     generation_kwargs=dict(handle.generation_kwargs), meta=meta)
+                     lineage=handle.lineage, threads=handle.threads, batch_size=handle.batch_size,
+                     generation_kwargs=dict(handle.generation_kwargs), meta=dict(handle.meta), format=F.ONNX,
+                     format_state=state)

@@ -5,19 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from adapters import formats as F
 from adapters.errors import UsageError
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
+from adapters.technique import Applied, TechniqueContext, technique
 from adapters.techniques._training import (
     batches,
     copied_model,
     decoder_linears,
-    lineage_step,
+    finite,
     seeded,
     step_budget,
     token_blocks,
     train,
 )
+from adapters.techniques.peft_lora import _WeightTraining
 
 
 @dataclass(frozen=True)
@@ -106,21 +108,47 @@ def _check_vocab(student: ModelHandle, teacher: ModelHandle) -> None:
         raise UsageError("distill.logit needs a teacher with the student's tokenizer (the vocabularies differ)")
 
 
+@dataclass(frozen=True)
+class DistillReport:
+    """What distillation did.
+
+    Attributes:
+        kl_before: mean per-token KL(teacher || student) on held-out sequences before training.
+        kl_after: the same after training.
+        held_out_blocks: held-out sequences the KL is measured on.
+        steps: optimizer steps.
+        first_loss: the first step's training loss.
+        final_loss: the last step's training loss.
+        teacher: the teacher's source.
+        sparsity_kept: whether zeros of the student were kept at zero.
+    """
+
+    kl_before: float | None
+    kl_after: float | None
+    held_out_blocks: int
+    steps: int
+    first_loss: float | None
+    final_loss: float | None
+    teacher: str
+    sparsity_kept: bool
+
+
 @technique("distill.logit")
-class LogitDistill(Technique):
+class LogitDistill(_WeightTraining):
     """White-box logit knowledge distillation (Hinton et al., 2015, "Distilling the Knowledge in a
     Neural Network"): minimize T^2 KL(teacher || student) of the temperature-softened next-token
     distributions, optionally mixed with cross-entropy on the data, for a step budget with AdamW.
 
-    The teacher is the input role ``teacher`` (a model with the same tokenizer). The KL to the teacher
-    on held-out sequences before and after is recorded in ``meta["distill"]``.
+    The teacher is the input role ``teacher`` (a torch model with the same tokenizer, of any torch format).
+    The KL to the teacher on held-out sequences before and after is the step's report.
     """
 
     Params = LogitKDParams
     inputs = ("teacher",)
+    role_formats = {"teacher": F.TORCH_BACKEND}
     requires = ("torch", "transformers")
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         import torch
 
         from adapters.corpus import resolve_texts
@@ -151,6 +179,6 @@ class LogitDistill(Technique):
                            warmup=min(10, steps // 10), after_step=sparsity_keeper(student) if p.keep_sparsity else None,
                            progress=ctx.progress)
         after = mean_kl(student, teacher.model, held_out)
-        record = {"kl_before": before, "kl_after": after, "steps": result.steps, "first_loss": result.first_loss,
-                  "final_loss": result.final_loss, "teacher": teacher.source}
-        return handle.derive(lineage_step(self), model=student, meta={**handle.meta, "distill": record})
+        report = DistillReport(finite(before), finite(after), len(held_out), result.steps, finite(result.first_loss),
+                               finite(result.final_loss), teacher.source, p.keep_sparsity)
+        return Applied(handle.derive(model=student), report)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from adapters.errors import ModelLoadError
+from adapters import formats as F
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
+from adapters.lowrank import LowRankLinear, replace_module
+from adapters.technique import Applied, Technique, TechniqueContext, technique
 from adapters.techniques._training import (
     calibration_batches,
     copied_model,
     decoder_linears,
     input_norms,
-    lineage_step,
     seeded,
 )
 
@@ -70,11 +69,8 @@ def rank_for_energy(singular: Any, energy: float) -> int:
 
 
 def low_rank_pair(in_features: int, out_features: int, rank: int, bias: bool, dtype: Any = None) -> Any:
-    """``Sequential(A: in -> rank, B: rank -> out)``, the module a factorized layer becomes."""
-    from torch import nn
-
-    return nn.Sequential(nn.Linear(in_features, rank, bias=False, dtype=dtype),
-                         nn.Linear(rank, out_features, bias=bias, dtype=dtype))
+    """``LowRankLinear(A: in -> rank, B: rank -> out)``, the module a factorized layer becomes."""
+    return LowRankLinear(in_features, out_features, rank, bias=bias, dtype=dtype)
 
 
 def factorized(linear: Any, rank: int, scale: Any = None) -> Any:
@@ -104,13 +100,6 @@ def scaled_weight(linear: Any, scale: Any = None) -> Any:
     """The layer's weight in float32, times ``diag(scale)`` on the input side when given."""
     weight = linear.weight.detach().float()
     return weight if scale is None else weight * scale[None, :]
-
-
-def replace_module(model: Any, name: str, new: Any) -> None:
-    """Set the submodule at qualified ``name`` to ``new``."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def chosen_rank(linear: Any, p: SVDParams, scale: Any = None) -> int | None:
@@ -152,42 +141,45 @@ class SVDFactorize(Technique):
 
     Params = SVDParams
     requires = ("torch", "transformers")
+    accepts = (F.TORCH, F.TORCH_SPARSE) + F.QUANTIZED_TORCH
+    produces = F.TORCH_LOWRANK
+    dequantizes = F.QUANTIZED_TORCH
+    hints = {F.TORCH_LOWRANK: "the model is already factorized: factorize once (one step with all targets)",
+             F.ONNX: "factorize before deploy.onnxruntime"}
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    @classmethod
+    def seed_dependent(cls, params: Any) -> bool:
+        return bool(params.activation_aware)  # plain SVD is deterministic; ASVD calibrates on seeded texts
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         p = self.params
         handle.activate()
         model = copied_model(handle)
         layers = decoder_linears(model, p.targets)
         scales = activation_scales(handle, ctx, model, layers, p)
         ranks: dict[str, int] = {}
+        before = sum(lin.weight.numel() for lin in layers.values())
         for name, lin in layers.items():
             rank = chosen_rank(lin, p, scales.get(name))
             if rank is not None:
                 replace_module(model, name, factorized(lin, rank, scales.get(name)))
                 ranks[name] = rank
-        meta = {**handle.meta, "loader": self.name, "factorized_ranks": {**handle.meta.get("factorized_ranks", {}), **ranks}}
-        return handle.derive(lineage_step(self), model=model, meta=meta)
+        after = sum(lin.weight.numel() for name, lin in decoder_linears(model, p.targets).items())
+        return Applied(handle.derive(model=model), FactorizeReport(ranks, len(layers), before, after))
 
-    @classmethod
-    def load_artifact(cls, path: Path, info: dict[str, Any], lineage: list[Any]) -> ModelHandle:
-        """Rebuild the architecture from ``config.json`` and the recorded ranks, then load the weights."""
-        from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(path)
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None))
-        for name, rank in info.get("meta", {}).get("factorized_ranks", {}).items():
-            lin = model.get_submodule(name)
-            replace_module(model, name, low_rank_pair(lin.in_features, lin.out_features, rank,
-                                                      lin.bias is not None, lin.weight.dtype))
-        state: dict[str, Any] = {}
-        for shard in sorted(Path(path).glob("*.safetensors")):
-            state.update(load_file(shard))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-        if missing or unexpected:
-            raise ModelLoadError(f"{path}: weights do not match the factorized model (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
-        model.tie_weights()
-        model.eval()
-        return ModelHandle(model, AutoTokenizer.from_pretrained(path), lineage=lineage, **info)
+@dataclass(frozen=True)
+class FactorizeReport:
+    """What a factorization did.
+
+    Attributes:
+        ranks: rank of every factorized layer (layers left dense are absent).
+        considered_layers: layers that matched the targets.
+        weights_before: weights in the considered layers before.
+        weights_after: weights in those layers (and their factors) after.
+    """
+
+    ranks: dict[str, int]
+    considered_layers: int
+    weights_before: int
+    weights_after: int

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from adapters import formats as F
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
-from adapters.techniques._training import lineage_step
+from adapters.technique import Applied, Technique, TechniqueContext, technique
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,12 @@ class Decoding(Technique):
     Params = DecodingParams
     requires = ("transformers",)
     inference_time = True
+    accepts = F.TORCH_BACKEND + (F.ONNX,)
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    @classmethod
+    def seed_dependent(cls, params: Any) -> bool:
+        return params.strategy == "sample" and params.seed is None
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         kwargs = {**handle.generation_kwargs, **generation_kwargs(self.params, ctx.seed)}
-        return handle.derive(lineage_step(self), generation_kwargs=kwargs)
+        return Applied(handle.derive(generation_kwargs=kwargs))

@@ -6,20 +6,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from adapters import formats as F
 from adapters.errors import ModelLoadError, UsageError
 from adapters.handle import ModelHandle
 from adapters.sources import ModelSource
-from adapters.technique import Technique, TechniqueContext, technique
+from adapters.technique import Applied, Technique, TechniqueContext, technique
 from adapters.techniques._training import (
+    TrainReport,
     batches,
     causal_lm_loss,
     copied_model,
-    lineage_step,
+    finite,
     seeded,
     step_budget,
     token_blocks,
     train,
+    trainable_counts,
 )
+
+ALL_MODEL_FORMATS = F.TORCH_BACKEND + (F.ONNX,)
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -56,24 +61,50 @@ class Pretrained(Technique):
 
     Params = PretrainedParams
     requires = ("torch", "transformers")
+    uses_seed = False
+    hints = {f: "a quantized or exported model cannot be cast: cast before quantizing (init.pretrained(dtype) first)"
+             for f in (F.TORCH_INT8, F.QUANTO, F.ONNX)}
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    @classmethod
+    def accepted_formats(cls, params: Any) -> tuple[str, ...]:
+        if params.source is not None or params.dtype == "auto":
+            return ALL_MODEL_FORMATS  # the input is replaced, or kept as it is
+        return F.FLOAT_TORCH + (F.COMPRESSED,)
+
+    @classmethod
+    def output_format(cls, input_format: str, params: Any) -> str:
+        super().output_format(input_format, params)
+        if params.source is not None:
+            return F.TORCH
+        if params.dtype != "auto" and input_format == F.COMPRESSED:
+            return F.TORCH  # the cast copy is no longer the packed checkpoint
+        return input_format
+
+    @classmethod
+    def conversion(cls, input_format: str, params: Any) -> str | None:
+        if params.source is None and params.dtype != "auto" and input_format == F.COMPRESSED:
+            return "cast the dequantized compressed-tensors weights (the packed checkpoint is not kept)"
+        return None
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         from adapters.sources import load_source
 
         p = self.params
-        changes: dict[str, Any] = {}
-        model = handle.model
         if p.source is not None:
             loaded = load_source(p.source, threads=handle.threads, batch_size=handle.batch_size, seed=ctx.seed)
-            model = loaded.model
-            changes = {"tokenizer": loaded.tokenizer, "source": loaded.source, "meta": dict(loaded.meta)}
-        if p.dtype != "auto":
-            import torch
+            handle = replaced(handle, loaded.model, loaded.tokenizer, loaded.source)
+        if p.dtype == "auto":
+            return Applied(handle.derive())
+        import torch
 
-            if model is handle.model:
-                model = copied_model(handle)
-            model = model.to(getattr(torch, p.dtype))
-        return handle.derive(lineage_step(self), model=model, **changes)
+        return Applied(handle.derive(model=copied_model(handle).to(getattr(torch, p.dtype))))
+
+
+def replaced(handle: ModelHandle, model: Any, tokenizer: Any, source: str) -> ModelHandle:
+    """A torch handle of a new model that keeps the incoming handle's lineage and runtime settings (the
+    incoming handle may be on another backend)."""
+    return ModelHandle(model, tokenizer, source=source, lineage=handle.lineage, threads=handle.threads,
+                       batch_size=handle.batch_size, generation_kwargs=dict(handle.generation_kwargs))
 
 
 @dataclass(frozen=True)
@@ -152,8 +183,11 @@ class Scratch(Technique):
 
     Params = ScratchParams
     requires = ("torch", "transformers")
+    accepts = ALL_MODEL_FORMATS  # the incoming model is replaced
+    produces = F.TORCH
+    uses_step_budget = True
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         from adapters.corpus import resolve_texts
         from adapters.sources import build_scratch
 
@@ -167,8 +201,20 @@ class Scratch(Technique):
             result = train(model, batches(blocks, p.batch_size, ctx.seed), steps, causal_lm_loss, lr=p.lr,
                            weight_decay=0.1, warmup=min(20, steps // 10), progress=ctx.progress)
         model.eval()
-        meta = {**handle.meta, "scratch": {"config": config, "steps": result.steps, "first_loss": result.first_loss,
-                                           "final_loss": result.final_loss, "train_tokens": result.steps * p.batch_size * p.seq_len}}
-        meta.pop("loader", None)
-        return handle.derive(lineage_step(self), model=model, tokenizer=tokenizer,
-                             source=ModelSource("scratch", "scratch", config).id, meta=meta)
+        trainable, total = trainable_counts(model)
+        report = ScratchReport(result.steps, finite(result.first_loss), finite(result.final_loss), trainable, total,
+                               False, config, result.steps * p.batch_size * p.seq_len)
+        return Applied(replaced(handle, model, tokenizer, ModelSource("scratch", "scratch", config).id), report)
+
+
+@dataclass(frozen=True)
+class ScratchReport(TrainReport):
+    """What pretraining from scratch did: a :class:`TrainReport` plus the architecture and the tokens seen.
+
+    Attributes:
+        config: the LlamaConfig fields of the design.
+        train_tokens: tokens trained on (steps x batch x sequence length).
+    """
+
+    config: dict[str, Any] | None = None
+    train_tokens: int = 0

@@ -2,22 +2,24 @@
 Large Language Models"): the base weights are frozen, each targeted linear W gets a trainable update
 (alpha / r) B A with A (r x in) and B (out x r, zero-initialized), trained for a step budget on a corpus
 with next-token cross-entropy, then merged into W (``merge_and_unload``) so the result is a plain model
-every later step and suite can use.
+every later step and suite can use. On a low-rank input the adapters go on both factors of each targeted
+pair (the result stays low-rank); a quantized input is dequantized first (recorded in the lineage).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from adapters import formats as F
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
+from adapters.technique import Applied, Technique, TechniqueContext, technique
 from adapters.techniques._training import (
+    TrainReport,
     batches,
     causal_lm_loss,
     copied_model,
-    lineage_step,
+    finite,
     seeded,
     step_budget,
     token_blocks,
@@ -71,17 +73,49 @@ class LoraParams:
             raise ValueError("target_modules must name at least one module")
 
 
+def lora_targets(model: Any, targets: tuple[str, ...] | list[str]) -> list[str]:
+    """peft ``target_modules`` for ``targets``: a name that is a low-rank pair in this model targets both of
+    its factors (``up_proj.0``, ``up_proj.1``), since peft cannot wrap the pair itself."""
+    from adapters.lowrank import LowRankLinear
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ValueError(f"target_modules {missing} are not modules of this model")
+    pairs = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    out: list[str] = []
+    for t in targets:
+        out.extend([f"{t}.0", f"{t}.1"] if t in pairs else [t])
+        if t in pairs and any(n.endswith("." + t) and not isinstance(m, LowRankLinear) for n, m in model.named_modules()):
+            out.append(t)  # some layers of this name stayed dense
+    return out
+
+
 def lora_model(model: Any, p: Any) -> Any:
     """Wrap ``model`` with peft LoRA adapters on ``p.target_modules`` (base weights frozen)."""
     from peft import LoraConfig, get_peft_model
 
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in p.target_modules if t not in names]
-    if missing:
-        raise ValueError(f"target_modules {missing} are not modules of this model")
-    config = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=list(p.target_modules),
-                        bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
+                        target_modules=lora_targets(model, p.target_modules), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+class _WeightTraining(Technique):
+    """Shared format rules of the techniques that train the model's weights (LoRA merged, SFT, KD)."""
+
+    accepts: ClassVar[tuple[str, ...]] = F.FLOAT_TORCH + F.QUANTIZED_TORCH
+    dequantizes: ClassVar[tuple[str, ...]] = F.QUANTIZED_TORCH
+    uses_step_budget: ClassVar[bool] = True
+    hints: ClassVar[dict[str, str]] = {F.ONNX: "train before deploy.onnxruntime"}
+
+    @classmethod
+    def output_format(cls, input_format: str, params: Any) -> str:
+        super().output_format(input_format, params)
+        if input_format == F.TORCH_LOWRANK:
+            return F.TORCH_LOWRANK
+        if input_format == F.TORCH_SPARSE and getattr(params, "keep_sparsity", False):
+            return F.TORCH_SPARSE
+        return F.TORCH
 
 
 def zero_masks(model: Any) -> dict[str, Any]:
@@ -99,13 +133,13 @@ def reapply_masks(model: Any, masks: dict[str, Any]) -> None:
 
 
 @technique("peft.lora")
-class Lora(Technique):
+class Lora(_WeightTraining):
     """LoRA fine-tuning through peft (Hu et al., 2021), merged into the weights after training."""
 
     Params = LoraParams
     requires = ("peft", "torch", "transformers")
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         from adapters.corpus import resolve_texts
 
         p = self.params
@@ -122,11 +156,6 @@ class Lora(Technique):
         merged = peft_model.merge_and_unload()
         reapply_masks(merged, masks)
         merged.eval()
-        record = {"trainable_params": int(trainable), "total_params": int(total), "steps": result.steps,
-                  "first_loss": _finite(result.first_loss), "final_loss": _finite(result.final_loss),
-                  "sparsity_kept": bool(masks)}
-        return handle.derive(lineage_step(self), model=merged, meta={**handle.meta, "lora": record})
-
-
-def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else x
+        report = TrainReport(result.steps, finite(result.first_loss), finite(result.final_loss), int(trainable),
+                             int(total), bool(masks))
+        return Applied(handle.derive(model=merged), report)

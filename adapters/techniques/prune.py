@@ -4,23 +4,25 @@
 weight times the norm of its input feature over calibration tokens (Sun et al., 2023). Both prune
 unstructured (a fraction of each layer, of each output row, or of all weights at once) or N:M
 semi-structured (N zeros in every group of M consecutive inputs of a row: 2:4 is what sparse tensor
-cores accelerate). Zeros are stored in the dense weights; the sparsity found is recorded in ``meta``.
+cores accelerate). Zeros are stored in the dense weights (format ``torch-sparse``; a low-rank input stays
+``torch-lowrank`` with its factors pruned); the sparsity found is the step's report. A quantized input is
+dequantized first (recorded in the lineage).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from adapters import formats as F
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
+from adapters.technique import Applied, Technique, TechniqueContext, technique
 from adapters.techniques._training import (
     calibration_batches,
     copied_model,
     decoder_blocks,
     decoder_linears,
     input_norms,
-    lineage_step,
     seeded,
 )
 
@@ -148,22 +150,51 @@ def masks_for(scores: dict[str, Any], p: Any) -> dict[str, Any]:
     return {name: row_mask(s, p.sparsity) for name, s in scores.items()}
 
 
-def _pruned(technique: Technique, handle: ModelHandle, model: Any, layers: dict[str, Any], masks: dict[str, Any]) -> ModelHandle:
+@dataclass(frozen=True)
+class PruneReport:
+    """What a pruning step reached.
+
+    Attributes:
+        sparsity: fraction of zeros over all pruned layers after pruning.
+        pruned_weights: weights in the pruned layers.
+        layers: number of pruned layers.
+        pattern: the pattern applied.
+    """
+
+    sparsity: float
+    pruned_weights: int
+    layers: int
+    pattern: str
+
+
+def _pruned(technique: Technique, handle: ModelHandle, model: Any, layers: dict[str, Any], masks: dict[str, Any]) -> Applied:
     found = apply_masks(layers, masks)
-    meta = {**handle.meta, "prune": {"method": technique.name, "pattern": technique.params.pattern, **found}}
-    return handle.derive(lineage_step(technique), model=model, meta=meta)
+    report = PruneReport(found["sparsity"], int(found["pruned_weights"]), len(layers), technique.params.pattern)
+    return Applied(handle.derive(model=model), report)
+
+
+class _Pruning(Technique):
+    accepts: ClassVar[tuple[str, ...]] = F.FLOAT_TORCH + F.QUANTIZED_TORCH
+    dequantizes: ClassVar[tuple[str, ...]] = F.QUANTIZED_TORCH
+    hints: ClassVar[dict[str, str]] = {F.ONNX: "prune before deploy.onnxruntime"}
+
+    @classmethod
+    def output_format(cls, input_format: str, params: Any) -> str:
+        super().output_format(input_format, params)
+        return F.TORCH_LOWRANK if input_format == F.TORCH_LOWRANK else F.TORCH_SPARSE
 
 
 @technique("prune.magnitude")
-class MagnitudePrune(Technique):
+class MagnitudePrune(_Pruning):
     """Magnitude pruning (Han et al., 2015, "Learning both Weights and Connections"): zero the weights
     with the smallest |W| in the decoder blocks' linear layers, unstructured (per layer or global) or
     N:M semi-structured (Mishra et al., 2021). One shot, no retraining (pair it with ``distill.*``)."""
 
     Params = MagnitudeParams
     requires = ("torch",)
+    uses_seed = False
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         model = copied_model(handle)
         layers = decoder_linears(model)
         scores = {name: lin.weight.detach().abs().float() for name, lin in layers.items()}
@@ -171,7 +202,7 @@ class MagnitudePrune(Technique):
 
 
 @technique("prune.wanda")
-class WandaPrune(Technique):
+class WandaPrune(_Pruning):
     """Wanda (Sun et al., 2023, "A Simple and Effective Pruning Approach for Large Language Models"):
     score each weight by |W_ij| x ||X_j||_2, the norm of its input feature over calibration tokens, and
     prune the lowest scores within each output row (or N:M groups), with no retraining.
@@ -185,7 +216,7 @@ class WandaPrune(Technique):
     Params = WandaParams
     requires = ("torch", "transformers")
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         p = self.params
         handle.activate()
         model = copied_model(handle)

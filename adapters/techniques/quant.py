@@ -9,22 +9,51 @@ on x86) on activations quantized per batch at run time. On this CPU it decodes ~
 papers' RTN baseline), through optimum-quanto: weights int8 or int4 in groups of ``group_size`` input
 columns, dequantized on the fly (a memory saving and a quality effect; no speed gain on CPU).
 
-Neither module type survives ``save_pretrained``, so both write their integer weights and scales as
-safetensors themselves (``save_artifact``) and rebuild the modules when loading (``load_artifact``).
+Neither module type survives ``save_pretrained``, so each has its own artifact format
+(``torch-int8-dynamic``, ``quanto``) whose saver writes the integer weights and scales as safetensors and
+whose loader rebuilds the modules (low-rank pairs included: the structure is saved with them).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from adapters import formats as F
 from adapters.errors import MissingDependencyError, ModelLoadError
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
-from adapters.techniques._training import copied_model, decoder_linears, lineage_step
+from adapters.technique import Applied, Technique, TechniqueContext, technique
+from adapters.techniques._training import copied_model, decoder_linears
 
 QWEIGHTS = "quantized.safetensors"
+INT8_FILE = "int8.json"
+QUANTO_FILE = "quanto.json"
+#: what a quantizer accepts: float models (quantize once; a quantized model is not quantized again)
+QUANTIZER_ACCEPTS = F.FLOAT_TORCH
+QUANTIZER_HINTS = {**{f: "the model is already quantized: quantize once (put this step instead of the earlier "
+                         "quantizer, or before it)" for f in F.QUANTIZED_TORCH},
+                   F.ONNX: "quantize before deploy.onnxruntime, or use deploy.onnxruntime(quantize: int8)"}
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    """What a quantization step did.
+
+    Attributes:
+        layers: linears quantized.
+        bits: weight bits.
+        group_size: input columns per scale (None: one scale per output channel).
+        granularity: how scales were chosen.
+        weight_bytes: bytes of the quantized weights and their scales in memory.
+    """
+
+    layers: int
+    bits: int
+    group_size: int | None
+    granularity: str
+    weight_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,8 +91,12 @@ class Int8Dynamic(Technique):
 
     Params = Int8Params
     requires = ("torch",)
+    uses_seed = False
+    accepts = QUANTIZER_ACCEPTS
+    produces = F.TORCH_INT8
+    hints = QUANTIZER_HINTS
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         import torch
 
         if "fbgemm" not in torch.backends.quantized.supported_engines and \
@@ -73,51 +106,81 @@ class Int8Dynamic(Technique):
         model = copied_model(handle)
         names = list(decoder_linears(model, self.params.targets))
         _quantize_int8(model, names, self.params.granularity)
-        meta = {**handle.meta, "loader": self.name, "int8_layers": names,
-                "int8_granularity": self.params.granularity}
-        return handle.derive(lineage_step(self), model=model, meta=meta)
+        return Applied(handle.derive(model=model), QuantReport(len(names), 8, None, self.params.granularity))
 
-    @classmethod
-    def save_artifact(cls, handle: ModelHandle, path: Path) -> None:
-        """int8 weights, scales and zero points of every quantized linear, plus the fp32 rest."""
-        from safetensors.torch import save_file
 
-        tensors: dict[str, Any] = {}
-        for name in handle.meta["int8_layers"]:
-            w = handle.model.get_submodule(name).weight()
-            tensors[f"{name}.int8"] = w.int_repr().contiguous()
-            if w.qscheme() in _per_channel_schemes():
-                tensors[f"{name}.scales"] = w.q_per_channel_scales().contiguous()
-                tensors[f"{name}.zero_points"] = w.q_per_channel_zero_points().contiguous()
-            else:
-                import torch
+def int8_layers(model: Any) -> dict[str, Any]:
+    """Every dynamic int8 linear of the model by qualified name."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-                tensors[f"{name}.scales"] = torch.tensor([w.q_scale()], dtype=torch.float64)
-                tensors[f"{name}.zero_points"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
-            bias = handle.model.get_submodule(name).bias()
-            if bias is not None:
-                tensors[f"{name}.bias"] = bias.detach().contiguous()
-        save_file(tensors, str(path / QWEIGHTS))
-        _save_rest(handle, path, set(handle.meta["int8_layers"]))
+    return {name: mod for name, mod in model.named_modules() if isinstance(mod, DynamicLinear)}
 
-    @classmethod
-    def load_artifact(cls, path: Path, info: dict[str, Any], lineage: list[Any]) -> ModelHandle:
-        import torch
-        from safetensors.torch import load_file
 
-        meta = info.get("meta", {})
-        model, tokenizer = _load_rest(path)
-        names = meta["int8_layers"]
-        _quantize_int8(model, names, meta.get("int8_granularity", "per-channel"))
-        q = load_file(str(Path(path) / QWEIGHTS))
-        for name in names:
-            ints, scales, zps = q[f"{name}.int8"], q[f"{name}.scales"], q[f"{name}.zero_points"]
-            if scales.numel() == ints.shape[0] and ints.shape[0] > 1:
-                w = torch._make_per_channel_quantized_tensor(ints, scales, zps, 0)
-            else:
-                w = torch._make_per_tensor_quantized_tensor(ints, float(scales[0]), int(zps[0]))
-            model.get_submodule(name).set_weight_bias(w, q.get(f"{name}.bias"))
-        return ModelHandle(model, tokenizer, lineage=lineage, **info)
+def save_int8(handle: ModelHandle, path: Path) -> None:
+    """int8 weights, scales and zero points of every dynamic int8 linear, the float rest and the structure."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Any] = {}
+    layers = int8_layers(handle.model)
+    for name, mod in layers.items():
+        w = mod.weight()
+        tensors[f"{name}.int8"] = w.int_repr().contiguous()
+        if w.qscheme() in _per_channel_schemes():
+            tensors[f"{name}.scales"] = w.q_per_channel_scales().contiguous()
+            tensors[f"{name}.zero_points"] = w.q_per_channel_zero_points().contiguous()
+        else:
+            tensors[f"{name}.scales"] = torch.tensor([w.q_scale()], dtype=torch.float64)
+            tensors[f"{name}.zero_points"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
+        if mod.bias() is not None:
+            tensors[f"{name}.bias"] = mod.bias().detach().contiguous()
+    save_file(tensors, str(path / QWEIGHTS))
+    (path / INT8_FILE).write_text(json.dumps({"layers": sorted(layers)}))
+    _save_rest(handle, path, set(layers))
+    F.write_structure(handle.model, path)
+
+
+def load_int8(path: Path, info: dict[str, Any]) -> ModelHandle:
+    import torch
+    from safetensors.torch import load_file
+
+    model, tokenizer = _load_rest(path)
+    names = json.loads((Path(path) / INT8_FILE).read_text())["layers"]
+    _quantize_int8(model, names, "per-channel")  # the module type; weights and scales are set next
+    q = load_file(str(Path(path) / QWEIGHTS))
+    for name in names:
+        ints, scales, zps = q[f"{name}.int8"], q[f"{name}.scales"], q[f"{name}.zero_points"]
+        if scales.numel() == ints.shape[0] and ints.shape[0] > 1:
+            w = torch._make_per_channel_quantized_tensor(ints, scales, zps, 0)
+        else:
+            w = torch._make_per_tensor_quantized_tensor(ints, float(scales[0]), int(zps[0]))
+        model.get_submodule(name).set_weight_bias(w, q.get(f"{name}.bias"))
+    return ModelHandle(model, tokenizer, **info)
+
+
+def dequantize_int8(model: Any) -> Any:
+    """A float copy: every dynamic int8 linear becomes an ``nn.Linear`` holding its dequantized weights."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from adapters.lowrank import replace_module
+
+    out = copy.deepcopy(model)
+    for name, mod in int8_layers(out).items():
+        w = mod.weight().dequantize()
+        lin = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias() is not None)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            if mod.bias() is not None:
+                lin.bias.copy_(mod.bias())
+        replace_module(out, name, lin)
+    return out
+
+
+F.register_format(F.ArtifactFormat(F.TORCH_INT8, "PyTorch dynamic int8 linears (int8 weights + scales, int8 GEMMs)",
+                                   "torch", save_int8, load_int8, dequantize_int8))
 
 
 def _per_channel_schemes() -> tuple[Any, ...]:
@@ -140,16 +203,14 @@ def _save_rest(handle: ModelHandle, path: Path, skip: set[str]) -> None:
 
 def _load_rest(path: Path) -> tuple[Any, Any]:
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(path)
-    model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None))
-    missing, unexpected = model.load_state_dict(load_file(str(Path(path) / "rest.safetensors")), strict=False)
+    model = F.empty_model(path)
+    _, unexpected = model.load_state_dict(load_file(str(Path(path) / "rest.safetensors")), strict=False)
     if unexpected:
         raise ModelLoadError(f"{path}: unexpected weights {unexpected[:3]}")
     model.tie_weights()
     model.eval()
-    return model, AutoTokenizer.from_pretrained(path)
+    return model, F.tokenizer_of(path)
 
 
 @dataclass(frozen=True)
@@ -178,8 +239,12 @@ class RoundToNearest(Technique):
 
     Params = RTNParams
     requires = ("optimum-quanto", "torch")
+    uses_seed = False
+    accepts = QUANTIZER_ACCEPTS
+    produces = F.QUANTO
+    hints = QUANTIZER_HINTS
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         quanto = _quanto()
         handle.activate()
         model = copied_model(handle)
@@ -190,42 +255,84 @@ class RoundToNearest(Technique):
                 raise ValueError(f"quant.rtn: group_size {self.params.group_size} does not divide the "
                                  f"{lin.in_features} input columns of {name}")
         _quanto_quantize(quanto, model, names, self.params.bits, self.params.group_size)
-        meta = {**handle.meta, "loader": self.name, "rtn_layers": names, "rtn_bits": self.params.bits,
-                "rtn_group_size": self.params.group_size}
-        return handle.derive(lineage_step(self), model=model, meta=meta)
+        group = self.params.group_size if self.params.bits == 4 else None
+        granularity = "per-group" if group else "per-channel"
+        return Applied(handle.derive(model=model), QuantReport(len(names), self.params.bits, group, granularity))
 
-    @classmethod
-    def save_artifact(cls, handle: ModelHandle, path: Path) -> None:
-        """quanto's state dict (integer weights and scales) as safetensors, plus its quantization map."""
-        import json
 
-        from safetensors.torch import save_file
+def quanto_layers(model: Any) -> dict[str, Any]:
+    """Every quanto ``QLinear`` of the model by qualified name."""
+    from optimum.quanto import QLinear
 
-        quanto = _quanto()
-        state = {k: v.contiguous() for k, v in handle.model.state_dict().items()}
-        if getattr(handle.model.config, "tie_word_embeddings", False):
-            state.pop("lm_head.weight", None)
-        save_file(state, str(path / QWEIGHTS))
-        (path / "quantization_map.json").write_text(json.dumps(quanto.quantization_map(handle.model)))
-        handle.model.config.save_pretrained(path)
+    return {name: mod for name, mod in model.named_modules() if isinstance(mod, QLinear)}
 
-    @classmethod
-    def load_artifact(cls, path: Path, info: dict[str, Any], lineage: list[Any]) -> ModelHandle:
-        from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        meta = info.get("meta", {})
-        config = AutoConfig.from_pretrained(path)
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None))
-        # Rebuild the same QLinears (same bits and group size: quanto's requantize would pick its own
-        # group size), then load the stored integer weights and scales into them.
-        _quanto_quantize(_quanto(), model, meta["rtn_layers"], meta["rtn_bits"], meta["rtn_group_size"])
-        _, unexpected = model.load_state_dict(load_file(str(Path(path) / QWEIGHTS)), strict=False)
-        if unexpected:
-            raise ModelLoadError(f"{path}: unexpected quantized weights {unexpected[:3]}")
-        model.tie_weights()
-        model.eval()
-        return ModelHandle(model, AutoTokenizer.from_pretrained(path), lineage=lineage, **info)
+def save_quanto(handle: ModelHandle, path: Path) -> None:
+    """quanto's state dict (integer weights and scales) as safetensors, each QLinear's bits and group size,
+    the config and the structure."""
+    from safetensors.torch import save_file
+
+    _quanto()
+    state = {k: v.contiguous() for k, v in handle.model.state_dict().items()}
+    if getattr(handle.model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    save_file(state, str(path / QWEIGHTS))
+    layers = {name: {"bits": 4 if "4" in str(mod.weight_qtype) else 8, "group_size": mod.weight_group_size}
+              for name, mod in quanto_layers(handle.model).items()}
+    (path / QUANTO_FILE).write_text(json.dumps(layers, indent=1, sort_keys=True))
+    handle.model.config.save_pretrained(path)
+    F.write_structure(handle.model, path)
+
+
+def load_quanto(path: Path, info: dict[str, Any]) -> ModelHandle:
+    from safetensors.torch import load_file
+
+    quanto = _quanto()
+    model = F.empty_model(path)
+    # Rebuild the same QLinears (same bits and group size: quanto's requantize would pick its own
+    # group size), then load the stored integer weights and scales into them.
+    for name, spec in json.loads((Path(path) / QUANTO_FILE).read_text()).items():
+        _quanto_quantize(quanto, model, [name], spec["bits"], spec["group_size"] or 64)
+    _, unexpected = model.load_state_dict(load_file(str(Path(path) / QWEIGHTS)), strict=False)
+    if unexpected:
+        raise ModelLoadError(f"{path}: unexpected quantized weights {unexpected[:3]}")
+    model.tie_weights()
+    model.eval()
+    return ModelHandle(model, F.tokenizer_of(path), **info)
+
+
+def dequantize_quanto(model: Any) -> Any:
+    """A float copy: every quanto QLinear becomes an ``nn.Linear`` holding its dequantized weights (the
+    quantized tensors refuse ``deepcopy``, so the copy is rebuilt module by module)."""
+    import torch
+    from torch import nn
+
+    from adapters.lowrank import replace_module
+
+    layers = quanto_layers(model)
+    floats = {}
+    for name, mod in layers.items():
+        lin = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(mod.qweight.dequantize())
+            if mod.bias is not None:
+                lin.bias.copy_(mod.bias.detach())
+        floats[name] = lin
+    originals = {name: model.get_submodule(name) for name in layers}
+    for name, lin in floats.items():  # swap in float linears, copy, swap the originals back
+        replace_module(model, name, lin)
+    try:
+        import copy
+
+        out = copy.deepcopy(model)
+    finally:
+        for name, mod in originals.items():
+            replace_module(model, name, mod)
+    return out
+
+
+F.register_format(F.ArtifactFormat(F.QUANTO, "optimum-quanto weight-only int8/int4 linears (bits and group per layer)",
+                                   "torch", save_quanto, load_quanto, dequantize_quanto))
 
 
 def _quanto() -> Any:

@@ -11,7 +11,7 @@ On CPU-only torch llmcompressor's ``IntermediatesCache`` calls ``pin_memory``, w
 accelerator: it is made a no-op for the duration of the call (and restored). The result is written as a
 compressed-tensors checkpoint (packed int4 on disk) and reloaded by transformers *dequantized to fp32
 linears*: the quality effect is real, there is no speed or in-memory gain on this backend (recorded in
-``meta["awq"]["runtime"]``). The group size must divide every quantized linear's input columns (64 for
+the step's report). The artifact format is ``compressed-tensors``: its saver copies the checkpoint. The group size must divide every quantized linear's input columns (64 for
 SmolLM2's 576; 128 does not).
 """
 
@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters import formats as F
 from adapters.errors import MissingDependencyError, UsageError
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
-from adapters.techniques._training import copied_model, decoder_linears, lineage_step, seeded
+from adapters.technique import Applied, Technique, TechniqueContext, technique
+from adapters.techniques._training import copied_model, decoder_linears, seeded
+from adapters.techniques.quant import QUANTIZER_HINTS
 
 AWQ_DIR = "awq"
 RUNTIME = "dequantized fp32 linears (compressed-tensors W4A16 checkpoint on disk)"
@@ -118,14 +120,37 @@ def calibration_dataset(handle: ModelHandle, ctx: TechniqueContext, p: AWQParams
     return Dataset.from_dict({"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]})
 
 
+@dataclass(frozen=True)
+class AWQReport:
+    """What AWQ did.
+
+    Attributes:
+        scheme: the quantization scheme (``W4A16``).
+        group_size: input columns per scale.
+        n_samples: calibration sequences used.
+        packed_bytes: size of the packed checkpoint's weights on disk.
+        runtime: how the reloaded model runs here.
+    """
+
+    scheme: str
+    group_size: int
+    n_samples: int
+    packed_bytes: int
+    runtime: str
+
+
 @technique("quant.awq")
 class ActivationAwareQuant(Technique):
     """AWQ W4A16 weight quantization with calibration data (llmcompressor AWQModifier; Lin et al., 2024)."""
 
     Params = AWQParams
     requires = ("llmcompressor", "compressed-tensors", "torch", "transformers")
+    accepts = (F.TORCH, F.TORCH_SPARSE)
+    produces = F.COMPRESSED
+    hints = {**QUANTIZER_HINTS, F.TORCH_LOWRANK: "AWQ's scale search needs the original linears: put quant.awq "
+                                                 "before factorize.svd, or use quant.rtn/quant.int8 after it"}
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         _llmcompressor()
         from llmcompressor import oneshot
 
@@ -144,25 +169,35 @@ class ActivationAwareQuant(Technique):
                     output_dir=None)
         model.save_pretrained(out, save_compressed=True)
         handle.tokenizer.save_pretrained(out)
-        meta = {**handle.meta, "loader": self.name, "awq_dir": str(out),
-                "awq": {"scheme": f"W{p.bits}A16", "group_size": p.group_size, "n_samples": len(data),
-                        "packed_bytes": _bytes(out), "runtime": RUNTIME}}
-        return handle.derive(lineage_step(self), model=load_dequantized(out), meta=meta)
+        report = AWQReport(f"W{p.bits}A16", p.group_size, len(data), _bytes(out), RUNTIME)
+        return Applied(handle.derive(model=load_dequantized(out), format_state={"checkpoint": str(out)}), report)
 
-    @classmethod
-    def save_artifact(cls, handle: ModelHandle, path: Path) -> None:
-        """The compressed-tensors checkpoint as llmcompressor wrote it (packed integer weights)."""
-        for item in Path(handle.meta["awq_dir"]).iterdir():
-            if item.is_file() and not (path / item.name).exists():
-                shutil.copyfile(item, path / item.name)
 
-    @classmethod
-    def load_artifact(cls, path: Path, info: dict[str, Any], lineage: list[Any]) -> ModelHandle:
-        from transformers import AutoTokenizer
+def save_compressed(handle: ModelHandle, path: Path) -> None:
+    """The compressed-tensors checkpoint as llmcompressor wrote it (packed integer weights)."""
+    checkpoint = handle.format_state.get("checkpoint")
+    if not checkpoint:
+        raise UsageError("a compressed-tensors handle without its checkpoint cannot be saved")
+    for item in Path(checkpoint).iterdir():
+        if item.is_file() and not (path / item.name).exists():
+            shutil.copyfile(item, path / item.name)
 
-        meta = {**info.pop("meta", {}), "awq_dir": str(path)}
-        return ModelHandle(load_dequantized(Path(path)), AutoTokenizer.from_pretrained(path), lineage=lineage,
-                           meta=meta, **info)
+
+def load_compressed(path: Path, info: dict[str, Any]) -> ModelHandle:
+    return ModelHandle(load_dequantized(Path(path)), F.tokenizer_of(path), format_state={"checkpoint": str(path)},
+                       **info)
+
+
+def dequantize_compressed(model: Any) -> Any:
+    """The in-memory model already holds dequantized float linears: a plain copy."""
+    import copy
+
+    return copy.deepcopy(model)
+
+
+F.register_format(F.ArtifactFormat(F.COMPRESSED, "llmcompressor compressed-tensors checkpoint (packed int4), "
+                                   "dequantized to float linears in memory", "torch", save_compressed,
+                                   load_compressed, dequantize_compressed))
 
 
 def load_dequantized(path: Path) -> Any:

@@ -9,14 +9,26 @@ project's seeded offline instruction pairs about a synthetic world.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from adapters.handle import ModelHandle
-from adapters.technique import Technique, TechniqueContext, technique
-from adapters.techniques._training import copied_model, lineage_step, seeded, step_budget
-from adapters.techniques.peft_lora import DEFAULT_TARGETS
+from adapters.technique import Applied, TechniqueContext, technique
+from adapters.techniques._training import (
+    TrainReport,
+    copied_model,
+    finite,
+    seeded,
+    step_budget,
+    trainable_counts,
+)
+from adapters.techniques.peft_lora import (
+    DEFAULT_TARGETS,
+    _WeightTraining,
+    lora_targets,
+    reapply_masks,
+    zero_masks,
+)
 
 
 @dataclass(frozen=True)
@@ -30,8 +42,11 @@ class SFTParams:
         lr: peak learning rate.
         batch_size: examples per step.
         max_length: tokens per example (longer ones are truncated).
-        dataset: a named dataset of the spec; None: the offline instruction pairs.
+        dataset: a named dataset of the spec (JSONL records with ``prompt``/``completion`` keep both; plain
+            texts train on the whole text); None: the offline instruction pairs.
         n_examples: examples read.
+        keep_sparsity: after training, set weights that were exactly zero in the input back to zero (a pruned
+            model stays pruned, as with ``peft.lora``).
     """
 
     peft: Literal["none", "lora"] = "lora"
@@ -45,6 +60,7 @@ class SFTParams:
     max_length: int = 256
     dataset: str | None = None
     n_examples: int = 500
+    keep_sparsity: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.lr < 1:
@@ -57,29 +73,30 @@ class SFTParams:
 
 
 def sft_records(ctx: TechniqueContext, p: SFTParams) -> list[dict[str, str]]:
-    """Prompt/completion records (or ``text`` records for plain corpora)."""
-    from adapters.corpus import instruction_pairs, resolve_texts
+    """Prompt/completion records (``text`` records for plain corpora)."""
+    from adapters.corpus import instruction_pairs, resolve_records
 
     if p.dataset is None and "dataset" not in ctx.inputs:
         return instruction_pairs(p.n_examples, seed=ctx.seed)
-    texts = resolve_texts(ctx, p.dataset, p.n_examples)
-    return [t if isinstance(t, dict) else {"text": str(t)} for t in texts]
+    records = resolve_records(ctx, p.dataset, p.n_examples)
+    return [r if isinstance(r, dict) else {"text": str(r)} for r in records]
 
 
 @technique("tune.sft")
-class SupervisedFineTune(Technique):
+class SupervisedFineTune(_WeightTraining):
     """Supervised fine-tuning with trl's SFTTrainer, full or LoRA (merged), on CPU or CUDA."""
 
     Params = SFTParams
     requires = ("trl", "peft", "torch", "transformers")
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> ModelHandle:
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
         p = self.params
         handle.activate()
         model = copied_model(handle)
+        masks = zero_masks(model) if p.keep_sparsity else {}
         steps = step_budget(p.max_steps, ctx, 50)
         config = SFTConfig(
             output_dir=str(ctx.workdir / "sft"), max_steps=max(steps, 1), per_device_train_batch_size=p.batch_size,
@@ -87,29 +104,26 @@ class SupervisedFineTune(Technique):
             data_seed=ctx.seed, use_cpu=ctx.device == "cpu", report_to="none", save_strategy="no",
             logging_steps=1, max_length=p.max_length, disable_tqdm=True, dataloader_num_workers=0,
         )
-        peft_config = self._peft_config() if p.peft == "lora" else None
+        peft_config = self._peft_config(model) if p.peft == "lora" else None
         with seeded(ctx.seed):
             trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(sft_records(ctx, p)),
                                  processing_class=handle.tokenizer, peft_config=peft_config)
+            trainable, total = trainable_counts(trainer.model)
             if steps > 0:
                 trainer.train()
         trained = trainer.model
         if p.peft == "lora":
             trained = trained.merge_and_unload()
+        reapply_masks(trained, masks)
         trained.eval()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        record = {"steps": steps, "first_loss": _f(losses[0]) if losses else None,
-                  "final_loss": _f(losses[-1]) if losses else None, "peft": p.peft}
-        return handle.derive(lineage_step(self), model=trained, meta={**handle.meta, "sft": record})
+        report = TrainReport(steps, finite(losses[0]) if losses else None, finite(losses[-1]) if losses else None,
+                             trainable, total, bool(masks))
+        return Applied(handle.derive(model=trained), report)
 
-    def _peft_config(self) -> Any:
+    def _peft_config(self, model: Any) -> Any:
         from peft import LoraConfig
 
         p = self.params
         return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                          target_modules=list(p.target_modules), bias="none", task_type="CAUSAL_LM")
-
-
-def _f(x: Any) -> float | None:
-    x = float(x)
-    return None if math.isnan(x) else x
+                          target_modules=lora_targets(model, p.target_modules), bias="none", task_type="CAUSAL_LM")

@@ -137,7 +137,10 @@ class TrustSuite(Suite):
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         plan = self.plan(ctx)
         found = evaluate(handle, plan)
-        own_base = ctx.base is None or ctx.base is handle or ctx.base.model is handle.model
+        # A node is its own base only when it is the base handle itself. A path that shares the base's weights
+        # (the same model object, e.g. ``baseline > infer.decoding``) but generates differently is measured
+        # against the real base, and its results must never be cached as that base's.
+        own_base = ctx.base is None or ctx.base is handle
         if own_base:  # the node is its own base: its results serve its descendants in this process
             retention.remember(handle, plan, found.metrics)
         base = None

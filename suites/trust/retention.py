@@ -37,7 +37,8 @@ def has_ratio(m: Metric) -> bool:
 
 def base_key(handle: ModelHandle, settings: dict[str, Any]) -> str:
     """What identifies a base run: the model's source, lineage, backend, generation defaults and the suite
-    settings (profile, options, seed, data directory)."""
+    settings (profile, options, seed, data directory). A path that shares the base's weights but generates
+    differently (``infer.decoding``) has its own key: its lineage and generation defaults differ."""
     lineage = [(s.technique, s.version, s.params) for s in handle.lineage]
     ident = {"source": handle.source, "lineage": lineage, "backend": handle.backend,
              "generation": handle.generation_kwargs, "settings": settings}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -16,8 +17,8 @@ from adapters.techniques.data import perplexities, selected
 def _filter(params, texts, reference, tmp_path):
     cls = get_technique("data.perplexity_filter")
     technique = cls(build_params(cls, params))
-    kept = technique.select(texts, TechniqueContext(workdir=tmp_path, inputs={"reference": reference}))
-    return kept, technique.last_report
+    kept, report = technique.select(texts, TechniqueContext(workdir=tmp_path, inputs={"reference": reference}))
+    return kept, dataclasses.asdict(report)
 
 
 def test_selected_keeps_the_fraction_in_order():

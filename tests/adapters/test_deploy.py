@@ -21,7 +21,7 @@ PROMPTS = ["The river", "She sold the old"]
 
 def deploy(handle, tmp_path, **params):
     cls = TECHNIQUES.get("deploy.onnxruntime")
-    return cls(build_params(cls, params)).apply(handle, TechniqueContext(seed=0, workdir=tmp_path / "w"))
+    return cls(build_params(cls, params)).run(handle, TechniqueContext(seed=0, workdir=tmp_path / "w")).handle
 
 
 def lls(handle):
@@ -48,7 +48,7 @@ def test_int8_quantizes_matmuls_but_not_lm_head(tiny_handle, tmp_path):
     import onnx
 
     out = deploy(tiny_handle, tmp_path, quantize="int8")
-    graph = onnx.load(out.meta["onnx_file"]).graph
+    graph = onnx.load(out.format_state["onnx_file"]).graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") >= 14  # 7 linears x 2 layers
     assert any(n.op_type == "MatMul" and "lm_head" in n.name for n in graph.node)
@@ -64,8 +64,8 @@ def test_int8_quantizes_matmuls_but_not_lm_head(tiny_handle, tmp_path):
 def test_decoding_applies_on_the_ort_handle(tiny_handle, tmp_path):
     out = deploy(tiny_handle, tmp_path)
     cls = TECHNIQUES.get("infer.decoding")
-    sampled = cls(build_params(cls, {"strategy": "sample", "temperature": 1.5, "seed": 1})).apply(
-        out, TechniqueContext(seed=0, workdir=tmp_path))
+    sampled = cls(build_params(cls, {"strategy": "sample", "temperature": 1.5, "seed": 1})).run(
+        out, TechniqueContext(seed=0, workdir=tmp_path)).handle
     assert type(sampled) is type(out) and sampled.model is out.model
     a, b = sampled.generate(PROMPTS, max_new_tokens=8), sampled.generate(PROMPTS, max_new_tokens=8)
     assert a == b and a != out.generate(PROMPTS, max_new_tokens=8)
@@ -100,12 +100,12 @@ def test_smollm2_ort_perplexity_and_decode_speed(smollm2, benchmarks_dir, tmp_pa
 
 
 @pytest.mark.parametrize("quant,params", [("quant.int8", {}), ("quant.rtn", {"group_size": 32})])
-def test_torch_quantized_models_fail_clearly(quant, params, tiny_handle, tmp_path):
-    from adapters.errors import BackendUnavailableError
+def test_torch_quantized_models_are_refused_with_the_ort_alternative(quant, params, tiny_handle, tmp_path):
+    from adapters.technique import FormatMismatch
 
     cls = TECHNIQUES.get(quant)
-    quantized = cls(build_params(cls, params)).apply(tiny_handle, TechniqueContext(seed=0, workdir=tmp_path))
-    with pytest.raises(BackendUnavailableError, match="quantize: int8"):
+    quantized = cls(build_params(cls, params)).run(tiny_handle, TechniqueContext(seed=0, workdir=tmp_path)).handle
+    with pytest.raises(FormatMismatch, match="quantize: int8"):
         deploy(quantized, tmp_path)
 
 

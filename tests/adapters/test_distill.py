@@ -18,7 +18,7 @@ FAST = {"lr": 1e-2, "seq_len": 32, "batch_size": 4, "n_texts": 200, "eval_blocks
 def _apply(name, params, handle, tmp_path, teacher, seed=0):
     cls = get_technique(name)
     ctx = TechniqueContext(seed=seed, workdir=tmp_path, inputs={"teacher": teacher} if teacher else {})
-    return cls(build_params(cls, params)).apply(handle, ctx)
+    return cls(build_params(cls, params)).run(handle, ctx).handle
 
 
 @pytest.fixture()
@@ -37,9 +37,9 @@ def sharp_teacher(tiny_handle):
 
 def test_distillation_lowers_the_kl_to_the_teacher(pruned_student, sharp_teacher, tmp_path):
     out = _apply("distill.logit", {**FAST, "max_steps": 30}, pruned_student, tmp_path, sharp_teacher)
-    rec = out.meta["distill"]
+    rec = out.lineage[-1].report
     assert rec["steps"] == 30 and rec["kl_after"] < 0.7 * rec["kl_before"], rec
-    assert out.lineage[-1].technique == "distill.logit" and out.meta["prune"]  # earlier meta kept
+    assert out.lineage[-1].technique == "distill.logit" and out.lineage[-2].report["sparsity"]  # earlier report kept
 
 
 def test_pruned_student_stays_pruned_unless_asked(pruned_student, tiny_handle, tmp_path):
@@ -64,7 +64,7 @@ def test_distillation_is_seeded_and_leaves_its_input_alone(pruned_student, tiny_
 
 def test_ce_mix_runs_and_records_the_loss(tiny, tiny_handle, tmp_path):
     out = _apply("distill.logit", {**FAST, "max_steps": 3, "alpha": 0.5}, tiny, tmp_path, tiny_handle)
-    assert out.meta["distill"]["final_loss"] > 0
+    assert out.lineage[-1].report["final_loss"] > 0
 
 
 def test_a_teacher_is_required_and_must_share_the_tokenizer(tiny, tiny_handle, tmp_path):
@@ -94,9 +94,9 @@ def test_smollm2_pruned_student_recovers_towards_its_teacher(smollm2, tmp_path):
     student = _apply("prune.magnitude", {"sparsity": 0.5}, smollm2, tmp_path, None)
     params = {"max_steps": 24, "lr": 1e-4, "batch_size": 2, "seq_len": 64, "n_texts": 300, "eval_blocks": 4}
     out = _apply("distill.logit", params, student, tmp_path, smollm2)
-    rec = out.meta["distill"]
+    rec = out.lineage[-1].report
     print("SmolLM2 magnitude-50% student, KL to teacher:", {k: round(v, 3) for k, v in rec.items() if isinstance(v, float)})
     assert rec["kl_after"] < 0.8 * rec["kl_before"], rec
-    assert out.meta["prune"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert out.lineage[-2].report["sparsity"] == pytest.approx(0.5, abs=0.01)
     for lin in decoder_linears(out.model).values():
         assert float((lin.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)

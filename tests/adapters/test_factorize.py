@@ -14,7 +14,7 @@ from adapters.techniques._training import decoder_linears
 
 def _svd(params, handle, tmp_path):
     cls = get_technique("factorize.svd")
-    return cls(build_params(cls, params)).apply(handle, TechniqueContext(workdir=tmp_path))
+    return cls(build_params(cls, params)).run(handle, TechniqueContext(workdir=tmp_path)).handle
 
 
 def _product(pair):
@@ -24,7 +24,7 @@ def _product(pair):
 def test_rank_replaces_layers_with_the_best_rank_r_pair(tiny, tmp_path):
     originals = {n: lin.weight.detach().clone() for n, lin in decoder_linears(tiny.model).items()}
     out = _svd({"rank": 8}, tiny, tmp_path)
-    assert out.meta["factorized_ranks"] == dict.fromkeys(originals, 8)
+    assert out.lineage[-1].report["ranks"] == dict.fromkeys(originals, 8)
     for name, w in originals.items():
         pair = out.model.get_submodule(name)
         assert isinstance(pair, nn.Sequential) and pair[0].weight.shape == (8, w.shape[1])
@@ -38,7 +38,7 @@ def test_rank_replaces_layers_with_the_best_rank_r_pair(tiny, tmp_path):
 
 def test_energy_picks_the_smallest_rank_reaching_it(tiny, tmp_path):
     out = _svd({"energy": 0.5, "targets": ["mlp"]}, tiny, tmp_path)
-    ranks = out.meta["factorized_ranks"]
+    ranks = out.lineage[-1].report["ranks"]
     assert ranks and all(".mlp." in n for n in ranks)
     for name, rank in ranks.items():
         s2 = torch.linalg.svdvals(decoder_linears(tiny.model)[name].weight.detach()).square()
@@ -48,7 +48,7 @@ def test_energy_picks_the_smallest_rank_reaching_it(tiny, tmp_path):
 
 def test_only_if_smaller_keeps_layers_where_factorizing_would_grow_them(tiny, tmp_path):
     out = _svd({"rank": 60}, tiny, tmp_path)  # 60 x (64 + 64) > 64 x 64
-    assert "model.layers.0.self_attn.q_proj" not in out.meta["factorized_ranks"]
+    assert "model.layers.0.self_attn.q_proj" not in out.lineage[-1].report["ranks"]
     full = _svd({"energy": 1.0, "only_if_smaller": False}, tiny, tmp_path)
     ids = torch.tensor([[1, 42, 7, 99, 5]])
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_smollm2_mlp_rank_and_energy(smollm2, benchmarks_dir, tmp_path):
     from adapters.corpus import read_texts
 
     out = _svd({"rank": 128, "targets": ["mlp"]}, smollm2, tmp_path)
-    ranks = out.meta["factorized_ranks"]
+    ranks = out.lineage[-1].report["ranks"]
     assert len(ranks) == 30 * 3 and set(ranks.values()) == {128}
     for name in ranks:
         pair = out.model.get_submodule(name)
@@ -117,6 +117,6 @@ def test_smollm2_mlp_rank_and_energy(smollm2, benchmarks_dir, tmp_path):
           f"{ppl[1]:.1f} (plain SVD), {ppl[2]:.1f} (ASVD alpha 1)")
     assert ppl[0] < ppl[2] < ppl[1]
     energy = _svd({"energy": 0.95, "targets": ["self_attn.q_proj"]}, smollm2, tmp_path)
-    for name, rank in energy.meta["factorized_ranks"].items():
+    for name, rank in energy.lineage[-1].report["ranks"].items():
         s2 = torch.linalg.svdvals(decoder_linears(smollm2.model)[name].weight.detach()).square()
         assert float(s2[:rank].sum() / s2.sum()) >= 0.95 > float(s2[: rank - 1].sum() / s2.sum())

@@ -16,7 +16,7 @@ SMALL = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 1
 
 def _apply(name, params, handle, tmp_path, **ctx):
     cls = get_technique(name)
-    return cls(build_params(cls, params)).apply(handle, TechniqueContext(workdir=tmp_path, **ctx))
+    return cls(build_params(cls, params)).run(handle, TechniqueContext(workdir=tmp_path, **ctx)).handle
 
 
 def test_pretrained_without_source_keeps_the_model_and_records_the_step(tiny, tmp_path):
@@ -62,7 +62,7 @@ def test_scratch_default_intermediate_is_swiglu_sized():
 
 def test_scratch_training_lowers_the_loss_and_is_seeded(tiny, tmp_path):
     a = _apply("init.scratch", {**SMALL, "max_steps": 40}, tiny, tmp_path, seed=3)
-    rec = a.meta["scratch"]
+    rec = a.lineage[-1].report
     assert rec["steps"] == 40 and rec["first_loss"] > math.log(len(a.tokenizer)) - 1
     assert rec["final_loss"] < rec["first_loss"] - 3, rec
     b = _apply("init.scratch", {**SMALL, "max_steps": 40}, tiny, tmp_path, seed=3)
@@ -73,7 +73,7 @@ def test_scratch_training_lowers_the_loss_and_is_seeded(tiny, tmp_path):
 
 def test_scratch_uses_the_spec_budget(tiny, tmp_path):
     out = _apply("init.scratch", SMALL, tiny, tmp_path, max_steps=3)
-    assert out.meta["scratch"]["steps"] == 3
+    assert out.lineage[-1].report["steps"] == 3
 
 
 @pytest.mark.parametrize("raw, fragment", [

@@ -13,7 +13,7 @@ from adapters.techniques.prune import input_norms
 
 def _prune(name, params, handle, tmp_path, seed=0):
     cls = get_technique(name)
-    return cls(build_params(cls, params)).apply(handle, TechniqueContext(seed=seed, workdir=tmp_path))
+    return cls(build_params(cls, params)).run(handle, TechniqueContext(seed=seed, workdir=tmp_path)).handle
 
 
 def _sparsity(w):
@@ -31,7 +31,7 @@ def test_magnitude_per_layer_prunes_the_smallest_weights_of_each_layer(tiny, tmp
         kept, pruned = orig.abs()[w != 0], orig.abs()[w == 0]
         assert kept.min() >= pruned.max()
         assert torch.equal(w[w != 0], orig[w != 0])
-    assert out.meta["prune"]["sparsity"] == pytest.approx(0.3, abs=0.01)
+    assert out.lineage[-1].report["sparsity"] == pytest.approx(0.3, abs=0.01)
     assert torch.equal(out.model.model.embed_tokens.weight, tiny.model.model.embed_tokens.weight)
     assert _sparsity(decoder_linears(tiny.model)["model.layers.0.mlp.up_proj"].weight) == 0  # input untouched
 
@@ -54,7 +54,7 @@ def test_two_four_leaves_two_nonzeros_in_every_group_of_four(name, tiny, tmp_pat
     for lin in decoder_linears(out.model).values():
         groups = (lin.weight.detach() != 0).reshape(-1, 4).sum(dim=1)
         assert int(groups.max()) == 2
-    assert out.meta["prune"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert out.lineage[-1].report["sparsity"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_wanda_prunes_lowest_weight_times_input_norm_per_row(tiny, tmp_path):
@@ -117,7 +117,7 @@ def test_smollm2_magnitude_half_and_wanda_two_four(smollm2, benchmarks_dir, tmp_
         assert _sparsity(lin.weight) == pytest.approx(0.5, abs=0.01), name
     wanda = _prune("prune.wanda", {"pattern": "2:4", "n_calibration": 16}, smollm2, tmp_path)
     mag24 = _prune("prune.magnitude", {"pattern": "2:4"}, smollm2, tmp_path)
-    assert wanda.meta["prune"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert wanda.lineage[-1].report["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert len(decoder_linears(wanda.model)) == 30 * 7
     ppl = {"base": base, "magnitude50": wikitext.ppl(mag, lines), "wanda24": wikitext.ppl(wanda, lines),
            "magnitude24": wikitext.ppl(mag24, lines)}

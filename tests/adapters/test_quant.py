@@ -18,7 +18,7 @@ PAIR = [("The river near the old mill", " flows east"), ("She sold", " apples at
 
 def apply(name, params, handle, workdir):
     cls = TECHNIQUES.get(name)
-    return cls(build_params(cls, params)).apply(handle, TechniqueContext(seed=0, workdir=workdir))
+    return cls(build_params(cls, params)).run(handle, TechniqueContext(seed=0, workdir=workdir)).handle
 
 
 def lls(handle):
@@ -40,7 +40,7 @@ def test_awq_weights_are_on_a_four_bit_grid(awq_tiny, tiny_handle):
         assert max_levels_per_group(lin.weight, 64) <= 16, name
         assert not torch.equal(lin.weight, tiny_handle.model.get_submodule(name).weight)
     assert torch.equal(awq_tiny.model.lm_head.weight, tiny_handle.model.lm_head.weight)  # ignored, stays fp32
-    assert awq_tiny.meta["awq"]["scheme"] == "W4A16" and "dequantized" in awq_tiny.meta["awq"]["runtime"]
+    assert awq_tiny.lineage[-1].report["scheme"] == "W4A16" and "dequantized" in awq_tiny.lineage[-1].report["runtime"]
     assert lls(awq_tiny) == pytest.approx(lls(tiny_handle), abs=0.1) and lls(awq_tiny) != lls(tiny_handle)
 
 
@@ -88,7 +88,7 @@ def test_smollm2_awq_beats_rtn_at_int4(smollm2, benchmarks_dir, tmp_path, wikite
     rtn = apply("quant.rtn", {"bits": 4, "group_size": 64}, smollm2, tmp_path / "rtn")
     ppl = {"base": wikitext.ppl(smollm2, lines), "awq4": wikitext.ppl(awq, lines), "rtn4": wikitext.ppl(rtn, lines)}
     print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()},
-          "awq packed on disk MiB:", round(awq.meta["awq"]["packed_bytes"] / 2**20, 1))
+          "awq packed on disk MiB:", round(awq.lineage[-1].report["packed_bytes"] / 2**20, 1))
     for name, lin in decoder_linears(awq.model).items():
         assert max_levels_per_group(lin.weight, 64) <= 16, name
     assert ppl["base"] < ppl["awq4"] < ppl["rtn4"]  # activation-aware scales beat plain round-to-nearest

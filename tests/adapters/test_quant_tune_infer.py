@@ -15,7 +15,7 @@ PAIR = [("The river near the old mill", " flows east"), ("She sold", " apples at
 
 def apply(name, params, handle, tmp_path, **ctx):
     cls = TECHNIQUES.get(name)
-    return cls(build_params(cls, params)).apply(handle, TechniqueContext(seed=0, workdir=tmp_path, **ctx))
+    return cls(build_params(cls, params)).run(handle, TechniqueContext(seed=0, workdir=tmp_path, **ctx)).handle
 
 
 def lls(handle):
@@ -54,7 +54,7 @@ def test_rtn_group_size_must_divide_columns(tiny_handle, tmp_path):
 def test_lora_trains_merges_and_keeps_sparsity(tiny_handle, tmp_path):
     pruned = apply("prune.magnitude", {"sparsity": 0.5}, tiny_handle, tmp_path)
     out = apply("peft.lora", {"max_steps": 15, "lr": 0.01, "r": 4, "n_texts": 64, "seq_len": 32}, pruned, tmp_path)
-    rec = out.meta["lora"]
+    rec = out.lineage[-1].report
     assert rec["final_loss"] < rec["first_loss"] and rec["steps"] == 15
     assert 0 < rec["trainable_params"] < rec["total_params"] / 5
     w0 = pruned.model.model.layers[0].mlp.up_proj.weight
@@ -73,7 +73,7 @@ def test_lora_bad_target_is_clear(tiny_handle, tmp_path):
 
 def test_sft_with_lora_changes_weights(tiny_handle, tmp_path):
     out = apply("tune.sft", {"max_steps": 3, "lr": 0.01, "n_examples": 24, "batch_size": 4}, tiny_handle, tmp_path)
-    assert out.meta["sft"]["steps"] == 3 and out.meta["sft"]["first_loss"] is not None
+    assert out.lineage[-1].report["steps"] == 3 and out.lineage[-1].report["first_loss"] is not None
     assert lls(out) != lls(tiny_handle)
     assert not any("lora" in n for n, _ in out.model.named_parameters())
 

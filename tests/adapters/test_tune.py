@@ -11,7 +11,7 @@ from adapters.technique import TECHNIQUES, TechniqueContext, build_params
 
 def apply(name, params, handle, workdir, **ctx):
     cls = TECHNIQUES.get(name)
-    return cls(build_params(cls, params)).apply(handle, TechniqueContext(seed=0, workdir=workdir, **ctx))
+    return cls(build_params(cls, params)).run(handle, TechniqueContext(seed=0, workdir=workdir, **ctx)).handle
 
 
 def completion_nll(handle, records):
@@ -29,7 +29,7 @@ def test_smollm2_lora_sft_lowers_loss_on_its_data(smollm2, tmp_path):
     before, after = completion_nll(smollm2, train[:32]), completion_nll(out, train[:32])
     held_before, held_after = completion_nll(smollm2, unseen), completion_nll(out, unseen)
     print(f"completion NLL on training pairs {before:.3f} -> {after:.3f}; unseen pairs {held_before:.3f} -> "
-          f"{held_after:.3f}; logged loss {out.meta['sft']['first_loss']:.3f} -> {out.meta['sft']['final_loss']:.3f}")
+          f"{held_after:.3f}; logged loss {out.lineage[-1].report['first_loss']:.3f} -> {out.lineage[-1].report['final_loss']:.3f}")
     assert after < 0.8 * before
     assert held_after < held_before  # the format and the world's facts generalize to new pairs
     assert not any("lora" in n for n, _ in out.model.named_parameters())
@@ -43,7 +43,7 @@ def test_smollm2_peft_lora_recovers_magnitude_pruning(smollm2, benchmarks_dir, t
     tuned = apply("peft.lora", {"max_steps": 30, "lr": 5e-4, "seq_len": 128, "batch_size": 4, "dataset": "wiki"},
                   pruned, tmp_path / "l", datasets={"wiki": texts})
     ppl = {"base": wikitext.ppl(smollm2, lines), "pruned30": wikitext.ppl(pruned, lines), "lora": wikitext.ppl(tuned, lines)}
-    rec = tuned.meta["lora"]
+    rec = tuned.lineage[-1].report
     print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()}, "trainable:", rec["trainable_params"])
     assert ppl["lora"] < ppl["pruned30"]
     assert rec["final_loss"] < rec["first_loss"]

@@ -198,7 +198,7 @@ def test_latency_and_memory_run_on_a_quanto_rtn_model(tiny, tmp_path, monkeypatc
 
     monkeypatch.setenv("SLM_HOME", str(tmp_path))
     cls = TECHNIQUES.get("quant.rtn")
-    rtn = cls(build_params(cls, {"bits": 4})).apply(tiny, TechniqueContext(seed=0, workdir=tmp_path))
+    rtn = cls(build_params(cls, {"bits": 4})).run(tiny, TechniqueContext(seed=0, workdir=tmp_path)).handle
     ctx = SuiteContext(profile="quick", workdir=tmp_path, options={"prompt_lengths": [16], "batch_sizes": [1],
                                                                   "new_tokens": 4, "min_duration_s": 0.1})
     lat = SUITES.get("latency")().run(rtn, ctx)
