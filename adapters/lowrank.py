@@ -22,7 +22,8 @@ class LowRankLinear(nn.Sequential):
     @property
     def rank(self) -> int:
         """The inner width (the A factor's outputs), also when the factors are quantized modules."""
-        return int(self[0].out_features)
+        first: Any = self[0]
+        return int(first.out_features)
 
 
 def replace_module(model: Any, name: str, new: Any) -> None:

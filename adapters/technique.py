@@ -121,7 +121,8 @@ class Technique:
 
     Class attributes set by :func:`technique`: ``name`` and ``component``. Subclasses may set
     ``version`` (bump it when the output for the same params changes: it is part of the cache key),
-    ``inputs`` (roles of auxiliary inputs it needs, e.g. ``("teacher",)``), ``role_formats`` (the formats
+    ``inputs`` (roles of auxiliary inputs it needs, e.g. ``("teacher",)``), ``list_inputs`` (the roles that
+    take several models, in order, as merging does; a list given to another role sweeps it), ``role_formats`` (the formats
     each auxiliary model role accepts), ``requires`` (the packages it needs, for messages and provenance),
     ``inference_time`` (True when it changes generation only and leaves the weights untouched),
     ``uses_seed`` (False when its output does not depend on the seed: the seed then stays out of its
@@ -139,6 +140,7 @@ class Technique:
     version: ClassVar[str] = "1"
     Params: ClassVar[type] = NoParams
     inputs: ClassVar[tuple[str, ...]] = ()
+    list_inputs: ClassVar[tuple[str, ...]] = ()
     role_formats: ClassVar[dict[str, tuple[str, ...]]] = {}
     requires: ClassVar[tuple[str, ...]] = ()
     inference_time: ClassVar[bool] = False
@@ -254,6 +256,24 @@ class DataTechnique(Technique):
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         raise TypeError(f"{self.name} produces a dataset: call select(texts, ctx)")
+
+
+def format_signature(cls: type[Technique], params: Any = None) -> list[tuple[str, str, str | None]]:
+    """(input format, output format, conversion) for every format the technique accepts (default params)."""
+    params = params if params is not None else cls.Params()
+    return [(f, cls.output_format(f, params), cls.conversion(f, params)) for f in cls.accepted_formats(params)]
+
+
+def describe_formats(cls: type[Technique]) -> str:
+    """One line: ``torch, torch-sparse -> torch-sparse; torch-lowrank -> torch-lowrank`` (``*`` marks inputs
+    the technique converts first, e.g. dequantizes)."""
+    if issubclass(cls, DataTechnique):
+        return "no model input -> dataset"
+    groups: dict[str, list[str]] = {}
+    for fmt_in, fmt_out, conversion in format_signature(cls):
+        out = "unchanged" if fmt_out == fmt_in and not conversion else fmt_out
+        groups.setdefault(out, []).append(fmt_in + ("*" if conversion else ""))
+    return "; ".join(f"{', '.join(ins)} -> {out}" for out, ins in groups.items())
 
 
 TECHNIQUES: Registry[type[Technique]] = Registry("technique", discover=("adapters.techniques",))

@@ -32,18 +32,23 @@ def models_cmd() -> None:
 
 @app.command("techniques")
 def techniques_cmd() -> None:
-    """List registered techniques grouped by lifecycle component."""
+    """List registered techniques by lifecycle component, with the artifact formats each accepts and produces."""
     from adapters.components import COMPONENTS
-    from adapters.technique import TECHNIQUES
+    from adapters.formats import FORMATS, format_names
+    from adapters.technique import TECHNIQUES, describe_formats
 
     by_comp: dict[str, list[str]] = {}
     for name, cls in TECHNIQUES.items():
-        by_comp.setdefault(cls.component.key, []).append(f"  {name:26s} {cls.summary()}")
+        by_comp.setdefault(cls.component.key, []).append(f"  {name:26s} {cls.summary()}\n"
+                                                         f"  {'':26s} formats: {describe_formats(cls)}")
     for comp in COMPONENTS:
         lines = by_comp.get(comp.key, [])
         typer.echo(f"{comp.title} ({comp.kind}): {len(lines)}")
         for line in lines:
             typer.echo(line)
+    typer.echo("\nArtifact formats (input -> output above; * = converted first, e.g. dequantized):")
+    for name in format_names():
+        typer.echo(f"  {name:20s} {FORMATS.get(name).description}")
 
 
 @app.command("suites")

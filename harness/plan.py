@@ -316,6 +316,8 @@ class _Planner:
     def _reference(self, step: StepSpec, role: str, ref: Any, base: str) -> Any:
         where = f"{step.where}.{role}"
         if isinstance(ref, list):  # several models under one role (e.g. the models a merge combines), in order
+            if role not in get_technique(step.technique).list_inputs:
+                self.fail(where, f"{step.technique} takes one model as `{role}:`, got a list {ref!r}")
             if not ref:
                 self.fail(where, f"expected at least one base or path name, got {ref!r}")
             return [self._reference(step, role, r, base) for r in ref]

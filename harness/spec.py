@@ -250,10 +250,11 @@ def _list_params(technique: str) -> set[str]:
     try:
         from adapters.technique import get_technique
 
-        hints = typing.get_type_hints(get_technique(technique).Params)
+        cls = get_technique(technique)
+        hints = typing.get_type_hints(cls.Params)
     except Exception:  # noqa: BLE001 - an unknown technique is reported by the planner, with the allowed names
         return _LIST_PARAMS
-    out = set()
+    out = set(cls.list_inputs)  # a role that takes several models in order
     for name, hint in hints.items():
         options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
         if any(o in (list, tuple) or typing.get_origin(o) in (list, tuple) for o in options):

@@ -65,7 +65,8 @@ class SiteData:
             in display order.
         metric_html: path id -> the HTML rows of its metrics table (suite, task, metric, value, stderr, n,
             unit, direction, method; estimates marked), every text escaped.
-        nodes: node hash -> node record (technique, params, status, error, traceback, costs).
+        nodes: node hash -> node record (technique, params, status, error, traceback, costs, and from schema
+            v4 on: ``format`` (output), ``input_format``, ``conversion`` and ``report``; None when unrecorded).
         failed_suite_runs: (node hash, hardware profile) -> suite runs whose status is not ``ok``.
         runs: run id -> run record (spec name, start, git commit, environment).
         suites: suite names that have metrics.
@@ -113,9 +114,7 @@ def load(db: str | Path) -> SiteData:
         data.metric_html = dict(con.execute(_QUERIES["metric_html"]).fetchall())
         data.path_json = dict(con.execute(_QUERIES["path_json"]).fetchall())
         data.suite_json = dict(con.execute(_QUERIES["suite_json"]).fetchall())
-        data.nodes = {n["node_hash"]: n for n in rows(
-            con, "SELECT node_hash, kind, technique, technique_version, params, source, status, error, traceback, "
-                 "wall_time_s, peak_rss_bytes, energy_j, energy_method, artifact_bytes FROM nodes")}
+        data.nodes = _nodes(con)
         for s in rows(con, "SELECT node_hash, hardware_profile, suite, profile, status, error, traceback "
                            "FROM suite_runs WHERE status != 'ok' ORDER BY suite"):
             data.failed_suite_runs.setdefault((s["node_hash"], s["hardware_profile"]), []).append(s)
@@ -123,6 +122,41 @@ def load(db: str | Path) -> SiteData:
             con, "SELECT run_id, spec_name, started_at, git_commit, environment FROM runs")}
     data.suites = list(data.suite_json)
     return data
+
+
+_NODE_COLS = ("node_hash, kind, technique, technique_version, params, source, status, error, traceback, "
+              "wall_time_s, peak_rss_bytes, energy_j, energy_method")
+_LATER_COLS = ("artifact_bytes", "format", "report", "lineage_step")  # schema v3 and v4
+
+
+def _nodes(con: Any) -> dict[str, dict[str, Any]]:
+    """Every node by hash, with its format, conversion and report unpacked from the v4 columns.
+
+    A database opened read-only is not migrated, so columns added by later migrations may be missing: they
+    read as null, like those of nodes recorded before the migration.
+    """
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'nodes'").fetchall()}
+    later = ", ".join(c if c in have else f"NULL AS {c}" for c in _LATER_COLS)
+    out = {}
+    for n in rows(con, f"SELECT {_NODE_COLS}, {later} FROM nodes"):
+        step = _loads(n.pop("lineage_step"))
+        step = step if isinstance(step, dict) else {}
+        report = _loads(n["report"])
+        n.update(format=n["format"] or step.get("output_format"), input_format=step.get("input_format"),
+                 conversion=step.get("conversion"), report=step.get("report") if report is None else report)
+        out[n["node_hash"]] = n
+    return out
+
+
+def _loads(text: Any) -> Any:
+    """A JSON column's value (DuckDB hands JSON over as text); text that is not JSON stays as it is."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _attach_path_fields(con: Any, paths: list[dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ from results.store import connect
 from results.views import HEADLINES
 
 VIEWS = ("leaderboard", "metrics_long", "metrics_wide", "node_costs")
-_JSON_COLS = {"steps", "chain", "params", "inputs", "details", "settings", "library_versions", "footprint",
+_JSON_COLS = {"steps", "report", "lineage_step", "chain", "params", "inputs", "details", "settings", "library_versions", "footprint",
               "environment", "hardware", "spec", "definition"}
 
 

@@ -30,6 +30,60 @@ def _num(v: float, unit: str | None) -> str:
     return f"{v:.4g}" if abs(v) < 1 else f"{v:.4g}"
 
 
+_ITEMS = 24  # report entries shown before "… N more"
+_SEQ = 4  # list items / nested entries shown inline
+_TEXT = 80  # characters of a text value shown
+
+
+def report_items(report: Any) -> list[tuple[str, str]]:
+    """A technique's report (``nodes.report``) as compact ``(key, value)`` text pairs, in key order.
+
+    Numbers go through :func:`fmt` (keys ending in ``_bytes`` as bytes; integers below a million exactly),
+    lists and mappings show their first few entries and how many more there are, long text is cut with
+    ``…``, and at most a couple dozen entries are listed. A report that is not a mapping is one entry with
+    an empty key; no report gives no entries. The text is not escaped: escape it where it is rendered.
+    """
+    if report is None:
+        return []
+    if not isinstance(report, dict):
+        return [("", compact(report))]
+    keys = sorted(report, key=str)
+    out = [(_clip(str(k), _TEXT), compact(report[k], unit="bytes" if str(k).endswith("_bytes") else None))
+           for k in keys[:_ITEMS]]
+    if len(keys) > _ITEMS:
+        out.append(("…", f"{len(keys) - _ITEMS} more"))
+    return out
+
+
+def compact(value: Any, unit: str | None = None, depth: int = 0) -> str:
+    """One report value as short text: see :func:`report_items`."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and abs(value) < 10**6 and unit != "bytes":
+        return str(value)
+    if isinstance(value, int | float):
+        return fmt(value, unit=unit)
+    if isinstance(value, dict):
+        if depth >= 1:
+            return f"{{{len(value)} entries}}" if value else "{}"
+        items = [f"{_clip(str(k), _TEXT)}: {compact(v, depth=depth + 1)}" for k, v in list(value.items())[:_SEQ]]
+        more = f", … {len(value) - _SEQ} more" if len(value) > _SEQ else ""
+        return _clip("{" + ", ".join(items) + more + "}", 2 * _TEXT)
+    if isinstance(value, list | tuple):
+        if depth >= 1:
+            return f"[{len(value)} items]" if value else "[]"
+        items = [compact(v, unit=unit, depth=depth + 1) for v in value[:_SEQ]]
+        more = f", … {len(value) - _SEQ} more" if len(value) > _SEQ else ""
+        return _clip("[" + ", ".join(items) + more + "]", 2 * _TEXT)
+    return _clip(str(value), _TEXT)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     """A left-aligned plain-text table."""
     widths = [max(len(str(h)), *(len(str(r[i])) for r in body)) if body else len(str(h))

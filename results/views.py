@@ -12,8 +12,15 @@
 ``metrics_wide``
     One row per path, one column per ``suite/task/metric`` (values only).
 ``node_costs``
-    One row per technique node: the cost of the lifecycle step (wall time, peak RSS, energy and its method)
-    and the size of its stored artifact on disk (``artifact_bytes``; none for inference-time steps).
+    One row per technique node: node_hash, technique, technique_version, params, status, wall_time_s,
+    peak_rss_bytes, energy_j, energy_method, energy_is_estimate, artifact_bytes, format, report. That is the
+    cost of the lifecycle step (wall time, peak RSS, energy and its method), the size of its stored artifact
+    on disk (``artifact_bytes``; none for inference-time steps), the artifact format of the model it produced
+    (``format``: torch, torch-sparse, torch-lowrank, torch-int8-dynamic, quanto, compressed-tensors, onnx) and
+    the technique's report of its own work (``report``, JSON: e.g. ``sparsity`` and ``pruned_weights`` for
+    pruning, ``kl_before``/``kl_after`` for distillation, ``first_loss``/``final_loss`` for training, ``bits``
+    and ``group_size`` for quantization). Both are null for nodes recorded before schema v4 and ``report`` is
+    null for techniques that report nothing.
 """
 
 from __future__ import annotations
@@ -71,7 +78,8 @@ QUALIFY row_number() OVER (PARTITION BY p.path_id, m.suite, m.task, m.metric ORD
 _NODE_COSTS = """
 CREATE OR REPLACE VIEW node_costs AS
 SELECT node_hash, technique, technique_version, params, status, wall_time_s, peak_rss_bytes, energy_j,
-       energy_method, starts_with(coalesce(energy_method, ''), 'estimated') AS energy_is_estimate, artifact_bytes
+       energy_method, starts_with(coalesce(energy_method, ''), 'estimated') AS energy_is_estimate, artifact_bytes,
+       format, report
 FROM nodes WHERE technique IS NOT NULL
 """
 

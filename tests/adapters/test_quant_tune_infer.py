@@ -78,6 +78,32 @@ def test_sft_with_lora_changes_weights(tiny_handle, tmp_path):
     assert not any("lora" in n for n, _ in out.model.named_parameters())
 
 
+def test_sft_after_pruning_keeps_the_zeros_unless_told(tiny_handle, tmp_path):
+    pruned = apply("prune.magnitude", {"sparsity": 0.5}, tiny_handle, tmp_path)
+    fast = {"max_steps": 2, "lr": 0.01, "n_examples": 8, "batch_size": 4, "peft": "none"}
+    kept = apply("tune.sft", fast, pruned, tmp_path / "kept")
+    filled = apply("tune.sft", {**fast, "keep_sparsity": False}, pruned, tmp_path / "filled")
+    w0 = pruned.model.model.layers[0].mlp.up_proj.weight
+    assert torch.equal(w0 == 0, kept.model.model.layers[0].mlp.up_proj.weight == 0)
+    assert int((filled.model.model.layers[0].mlp.up_proj.weight == 0).sum()) < int((w0 == 0).sum())
+    assert kept.format == "torch-sparse" and filled.format == "torch" and kept.lineage[-1].report["sparsity_kept"]
+
+
+def test_sft_on_a_prompt_completion_file_trains_on_both_halves(tmp_path):
+    import json
+
+    from adapters.corpus import read_records
+    from adapters.techniques.tune import SFTParams, sft_records
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}: where?", "completion": f" A{i}: here.", "id": i}) + "\n"
+                            for i in range(3)))
+    records = read_records(data)
+    assert records[0] == {"prompt": "Q0: where?", "completion": " A0: here."}
+    ctx = TechniqueContext(seed=0, workdir=tmp_path, inputs={"dataset": records})
+    assert sft_records(ctx, SFTParams(dataset="pairs"))[2] == {"prompt": "Q2: where?", "completion": " A2: here."}
+
+
 def test_decoding_changes_generation_not_scores(tiny_handle, tmp_path):
     greedy = apply("infer.decoding", {}, tiny_handle, tmp_path)
     sample = apply("infer.decoding", {"strategy": "sample", "temperature": 1.5, "top_k": 50, "seed": 3},

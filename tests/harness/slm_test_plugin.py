@@ -52,6 +52,32 @@ class NoiseTechnique(Technique):
         return handle.derive(LineageStep(self.name, self.version, {"scale": self.params.scale}), model=model)
 
 
+@dataclass(frozen=True)
+class AverageParams:
+    weight: float = 0.5
+
+
+@technique("merge.test_average")
+class AverageTechnique(Technique):
+    """Interpolates the model's weights with the mean of the ``models`` it is given (a list input, in order)."""
+
+    Params = AverageParams
+    inputs = ("models",)
+    list_inputs = ("models",)
+    uses_seed = False
+
+    def apply(self, handle, ctx):
+        import torch
+
+        others = ctx.inputs["models"]
+        model = copy.deepcopy(handle.model)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                mean = sum(dict(o.model.named_parameters())[name] for o in others) / len(others)
+                p.mul_(1 - self.params.weight).add_(mean * self.params.weight)
+        return handle.derive(model=model)
+
+
 @suite("test_nll")
 class NllSuite(Suite):
     """Mean negative log-likelihood per token of three fixed sentences (cheap, real)."""

@@ -14,7 +14,7 @@ from adapters.errors import UsageError
 from leaderboard.build import build_site, safe_json
 from leaderboard.data import _num, page_name
 from leaderboard.pareto import Point, frontier
-from results.report import fmt
+from results.report import fmt, report_items
 from results.store import ResultStore
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "results"))
@@ -90,6 +90,73 @@ def test_hostile_names_render_as_text(site: Path):
     suite = next(p for p in (site / "suites").glob("h*.html"))
     payload = re.search(r'id="suite-data">(.*?)</script>', suite.read_text(), re.S)
     assert payload and json.loads(payload.group(1))["keys"][0][0] == HOSTILE
+
+
+CONVERSION = "dequantized the torch-int8-dynamic weights to float before <i>peft.lora</i>"
+
+
+def test_path_page_shows_formats_conversion_and_report_escaped(tmp_path: Path):
+    db = tmp_path / "results.duckdb"
+    common = {"acc_correct": outcomes(50, 0.6, 1), "latency": latencies(10, 0.05, 1), "energy": 0.5}
+    write_run(db, "r1", {
+        "lora": {**common, "format": "torch", "report": {
+            "first_loss": 2.71828, "final_loss": 0.123456, "trainable_params": 12288, "total_params": 4_500_000,
+            "sparsity_kept": True, "note": "<b>x</b>", HOSTILE: HOSTILE, "losses": [3.0, 2.5, 2.0, 1.5, 1.0, 0.5],
+            "teacher": {"name": "<b>t</b>", "kl": 0.5}, "peak_bytes": 3 * 2**20},
+            "lineage_step": {"technique": "peft.lora", "version": "1", "params": {}, "library_versions": {},
+                             "input_format": "torch-int8-dynamic", "output_format": "torch",
+                             "conversion": CONVERSION}},
+        "pruned": {**common, "format": "torch-sparse", "report": {"sparsity": 0.5, "pattern": "unstructured"},
+                   "lineage_step": {"technique": "prune.magnitude", "input_format": "torch",
+                                    "output_format": "torch-sparse", "conversion": None}},
+        "plain": {**common, "format": "torch"},
+    }, source_format="torch")
+    site = build_site(db, tmp_path / "site")
+    lora = (site / "paths" / "p-lora.html").read_text()
+    # the step's output format, and its input format since it is not what the step before produced
+    assert "<code>torch</code>" in lora  # the source
+    assert '<code title="input format">torch-int8-dynamic</code> → <code>torch</code>' in lora
+    assert "conversion: dequantized the torch-int8-dynamic weights to float before &lt;i&gt;peft.lora&lt;/i&gt;" in lora
+    for item in ("first_loss</span> = 2.718", "final_loss</span> = 0.1235", "trainable_params</span> = 12288",
+                 "total_params</span> = 4.5e+06", "sparsity_kept</span> = true", "peak_bytes</span> = 3.0MiB",
+                 "note</span> = &lt;b&gt;x&lt;/b&gt;", "losses</span> = [3, 2.5, 2, 1.5, … 2 more]",
+                 "teacher</span> = {kl: 0.5, name: &lt;b&gt;t&lt;/b&gt;}",
+                 "&lt;script&gt;alert(1)&lt;/script&gt;</span> = &lt;script&gt;alert(1)&lt;/script&gt;"):
+        assert item in lora, item
+    assert "<b>x</b>" not in lora and "<b>t</b>" not in lora and "<i>peft" not in lora and "<script>alert" not in lora
+    pruned = (site / "paths" / "p-pruned.html").read_text()
+    assert "<code>torch-sparse</code>" in pruned and "input format" not in pruned  # no conversion between steps
+    assert "sparsity</span> = 0.5" in pruned and "pattern</span> = unstructured" in pruned
+    assert "conversion:" not in pruned
+    plain = (site / "paths" / "p-plain.html").read_text()  # no report, no conversion: nothing extra
+    assert "step-detail" not in plain and "<code>torch</code>" in plain
+
+
+def test_path_page_of_a_database_without_formats_and_reports(tmp_path: Path):
+    """A database written before schema v4 and opened read-only (not migrated) builds, with no formats."""
+    db = tmp_path / "results.duckdb"
+    write_run(db, "r1", {"old": {"acc_correct": outcomes(50, 0.6, 1), "latency": latencies(10, 0.05, 1),
+                                 "energy": 0.5}})
+    con = duckdb.connect(str(db))
+    con.execute("DROP VIEW node_costs")
+    for col in ("format", "report", "lineage_step"):
+        con.execute(f"ALTER TABLE nodes DROP COLUMN {col}")
+    con.execute("DELETE FROM schema_version WHERE version = 4")
+    con.close()
+    page = (build_site(db, tmp_path / "site") / "paths" / "p-old.html").read_text()
+    assert "prune.magnitude" in page and "step-detail" not in page and "<th>format</th>" in page
+
+
+def test_report_items_are_compact_and_truncated():
+    assert report_items(None) == [] and report_items({}) == []
+    assert report_items([1, 2]) == [("", "[1, 2]")]
+    items = dict(report_items({"text": "y" * 500, "big": {str(i): i for i in range(10)}, "nan": float("nan"),
+                               "none": None, "n": 10**7, "deep": [[1, 2], {"a": 1}]}))
+    assert items["text"] == "y" * 79 + "…" and items["none"] == "—" and items["nan"] == "—"
+    assert items["big"] == "{0: 0, 1: 1, 2: 2, 3: 3, … 6 more}" and items["n"] == "1e+07"
+    assert items["deep"] == "[[2 items], {1 entries}]"
+    many = report_items({f"k{i:02d}": i for i in range(30)})
+    assert len(many) == 25 and many[-1] == ("…", "6 more")
 
 
 def test_overview_data_carries_headlines_and_estimates(site: Path):

@@ -19,22 +19,26 @@ def metric(suite: str, task: str, name: str, value: float, stderr: float | None,
                 higher_is_better=hib, method=method, details={})
 
 
-def write_run(db: Path, run_id: str, paths: dict[str, dict[str, Any]]) -> None:
-    """``paths``: name -> {acc_correct: list[bool], latency: list[float] (s), energy: float}."""
+def write_run(db: Path, run_id: str, paths: dict[str, dict[str, Any]], source_format: str | None = None) -> None:
+    """``paths``: name -> {acc_correct: list[bool], latency: list[float] (s), energy: float}, and optionally
+    sparsity, and the step's ``format``, ``report`` and ``lineage_step`` (schema v4; absent: null, as in a
+    database written before v4). ``source_format``: the artifact format of the shared source node."""
     store = ResultStore(db)
     store.start_run(run_id=run_id, spec_name="t", spec={}, spec_text="", environment={"cpu_model": "x"},
                     hardware={}, git_commit=None)
     store.record_node(run_id, dict(node_hash="src", kind="source", technique=None, source="builtin:tiny-llama",
-                                   status="ok"))
+                                   status="ok", format=source_format))
     for name, p in paths.items():
         leaf = f"n-{name}"
         store.record_node(run_id, dict(node_hash=leaf, kind="model", technique="prune.magnitude",
                                        params={"sparsity": p.get("sparsity", 0.5)}, inputs={"model": "src"},
                                        status="ok", wall_time_s=1.5, peak_rss_bytes=10**8, energy_j=3.0,
-                                       energy_method="estimated:codecarbon-cpu_load"))
+                                       energy_method="estimated:codecarbon-cpu_load", format=p.get("format"),
+                                       report=p.get("report"), lineage_step=p.get("lineage_step")))
         store.record_path(run_id, dict(path_id=f"p-{name}", name=name, base="builtin:tiny-llama",
                                        hardware_profile="cpu-1t", leaf_hash=leaf, chain=["src", leaf],
-                                       steps=[{"technique": "prune.magnitude", "params": {}}], spec_snippet="x"))
+                                       steps=[{"technique": "prune.magnitude", "params": {},
+                                               "format": p.get("format")}], spec_snippet="x"))
         correct = p["acc_correct"]
         acc = sum(correct) / len(correct)
         se = (acc * (1 - acc) / (len(correct) - 1)) ** 0.5

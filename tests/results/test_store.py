@@ -73,6 +73,55 @@ def test_older_database_migrates_and_keeps_rows(tmp_path: Path):
     con.close()
 
 
+def test_v3_database_migrates_to_v4_and_keeps_rows(tmp_path: Path):
+    db = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(db))
+    assert migrate(con, upto=3) == 3
+    con.execute("INSERT INTO nodes (node_hash, kind, technique, params, status, wall_time_s, artifact_bytes, run_id) "
+                "VALUES ('n1', 'model', 'prune.magnitude', '{\"sparsity\": 0.5}', 'ok', 1.5, 4096, 'r0')")
+    con.execute("INSERT INTO paths (path_id, name, leaf_hash, chain, run_id) VALUES ('p1', 'v3 path', 'n1', "
+                "'[\"n1\"]', 'r0')")
+    con.close()
+    ResultStore(db)
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 4 == SCHEMA_VERSION
+    assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,), (3,), (4,)]
+    assert con.execute("SELECT node_hash, technique, params, wall_time_s, artifact_bytes, run_id, format, report, "
+                       "lineage_step FROM nodes").fetchall() == [
+        ("n1", "prune.magnitude", '{"sparsity": 0.5}', 1.5, 4096, "r0", None, None, None)]
+    assert con.execute("SELECT name, leaf_hash FROM paths").fetchall() == [("v3 path", "n1")]
+    con.close()
+    names, body = queries.run_sql(db, "SELECT node_hash, artifact_bytes, format, report FROM node_costs")
+    assert names == ["node_hash", "artifact_bytes", "format", "report"] and body == [("n1", 4096, None, None)]
+
+
+def test_format_report_and_lineage_step_round_trip(tmp_path: Path):
+    db = tmp_path / "v4.duckdb"
+    store = ResultStore(db)
+    report = {"sparsity": 0.5, "pruned_weights": 12288, "layers": 14, "pattern": "unstructured",
+              "losses": [2.5, 2.25], "note": "<b>x</b> é"}
+    step = {"technique": "peft.lora", "version": "2", "params": {"r": 8}, "library_versions": {"peft": "0.13"},
+            "input_format": "torch-int8-dynamic", "output_format": "torch",
+            "conversion": "dequantized the torch-int8-dynamic weights to float before peft.lora"}
+    store.record_node("r1", dict(node_hash="src", kind="source", source="builtin:tiny-llama", status="ok",
+                                 format="torch-int8-dynamic"))
+    store.record_node("r1", dict(node_hash="n1", kind="model", technique="peft.lora", status="ok", format="torch",
+                                 report=report, lineage_step=step))
+    store.record_node("r1", dict(node_hash="n2", kind="model", technique="quant.dynamic", status="ok"))
+    with duckdb.connect(str(db), read_only=True) as con:
+        got = queries.rows(con, "SELECT node_hash, format, report, lineage_step FROM nodes ORDER BY node_hash")
+    assert [(r["node_hash"], r["format"]) for r in got] == [("n1", "torch"), ("n2", None), ("src", "torch-int8-dynamic")]
+    assert json.loads(got[0]["report"]) == report and json.loads(got[0]["lineage_step"]) == step
+    assert got[1]["report"] is None and got[1]["lineage_step"] is None and got[2]["report"] is None
+    # a node seen again as cached keeps what the computing run recorded
+    store.record_node("r2", dict(node_hash="n1", kind="model", technique="peft.lora", status="cached"))
+    names, body = queries.run_sql(db, "SELECT node_hash, format, report FROM node_costs ORDER BY node_hash")
+    assert [(r[0], r[1]) for r in body] == [("n1", "torch"), ("n2", None)]  # technique nodes only
+    assert json.loads(body[0][2]) == report and body[1][2] is None
+    assert queries.run_sql(db, "SELECT report->>'$.pattern', report->'$.pruned_weights' FROM node_costs "
+                               "WHERE node_hash = 'n1'")[1] == [("unstructured", "12288")]
+
+
 def test_newer_database_is_refused(tmp_path: Path):
     db = tmp_path / "new.duckdb"
     ResultStore(db)
