@@ -17,6 +17,7 @@ def prepare_process() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars; the harness draws its own
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")  # its loguru console sink warns "no accelerator"
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
 

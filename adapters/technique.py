@@ -271,7 +271,7 @@ def describe_formats(cls: type[Technique]) -> str:
         return "no model input -> dataset"
     groups: dict[str, list[str]] = {}
     for fmt_in, fmt_out, conversion in format_signature(cls):
-        out = "unchanged" if fmt_out == fmt_in and not conversion else fmt_out
+        out = "unchanged" if fmt_out == fmt_in and not conversion and cls.produces is None else fmt_out
         groups.setdefault(out, []).append(fmt_in + ("*" if conversion else ""))
     return "; ".join(f"{', '.join(ins)} -> {out}" for out, ins in groups.items())
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from adapters.errors import UsageError
 from adapters.handle import ModelHandle
 from adapters.technique import Applied, TechniqueContext, technique
 from adapters.techniques._training import (
@@ -82,6 +83,14 @@ def sft_records(ctx: TechniqueContext, p: SFTParams) -> list[dict[str, str]]:
     return [r if isinstance(r, dict) else {"text": str(r)} for r in records]
 
 
+def check_lengths(tokenizer: Any, records: list[dict[str, Any]], max_length: int) -> None:
+    """Refuse a ``max_length`` that cuts off every completion (trl would be left with no example to train on)."""
+    prompts = [len(tokenizer(r["prompt"]).input_ids) for r in records if isinstance(r.get("prompt"), str)]
+    if prompts and len(prompts) == len(records) and min(prompts) >= max_length:
+        raise UsageError(f"tune.sft: max_length {max_length} is shorter than every prompt (the shortest has "
+                         f"{min(prompts)} tokens), so no completion would be trained on: raise max_length")
+
+
 @technique("tune.sft")
 class SupervisedFineTune(_WeightTraining):
     """Supervised fine-tuning with trl's SFTTrainer, full or LoRA (merged), on CPU or CUDA."""
@@ -105,8 +114,10 @@ class SupervisedFineTune(_WeightTraining):
             logging_steps=1, max_length=p.max_length, disable_tqdm=True, dataloader_num_workers=0,
         )
         peft_config = self._peft_config(model) if p.peft == "lora" else None
+        records = sft_records(ctx, p)
+        check_lengths(handle.tokenizer, records, p.max_length)
         with seeded(ctx.seed):
-            trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(sft_records(ctx, p)),
+            trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(records),
                                  processing_class=handle.tokenizer, peft_config=peft_config)
             trainable, total = trainable_counts(trainer.model)
             if steps > 0:

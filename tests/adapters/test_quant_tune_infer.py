@@ -104,6 +104,12 @@ def test_sft_on_a_prompt_completion_file_trains_on_both_halves(tmp_path):
     assert sft_records(ctx, SFTParams(dataset="pairs"))[2] == {"prompt": "Q2: where?", "completion": " A2: here."}
 
 
+def test_sft_max_length_shorter_than_every_prompt_is_a_usage_error(tiny_handle, tmp_path):
+    # the built-in instruction prompts are 76-96 tokens: 32 would cut off every completion
+    with pytest.raises(UsageError, match="max_length 32 is shorter than every prompt"):
+        apply("tune.sft", {"max_steps": 1, "batch_size": 1, "max_length": 32, "n_examples": 4}, tiny_handle, tmp_path)
+
+
 def test_decoding_changes_generation_not_scores(tiny_handle, tmp_path):
     greedy = apply("infer.decoding", {}, tiny_handle, tmp_path)
     sample = apply("infer.decoding", {"strategy": "sample", "temperature": 1.5, "top_k": 50, "seed": 3},
