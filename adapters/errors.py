@@ -52,6 +52,11 @@ class BackendUnavailableError(SLMError):
     """The technique or suite cannot run on this machine (e.g. a CUDA-only kernel on a CPU)."""
 
 
+class ResourceRefusal(SLMError):
+    """A suite run or a technique refused before loading: the declared hardware cannot hold it (e.g. its
+    weights alone exceed the profile's ``memory_cap_gb``). Recorded as data (status ``refused``), not a failure."""
+
+
 class ModelLoadError(SLMError):
     """A model source could not be loaded (missing file, no network for a hub id, bad GGUF...)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 
 def prepare_process() -> None:
@@ -30,3 +31,22 @@ def set_threads(threads: int) -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def place(handle: Any, device: str = "cpu", dtype: str = "float32") -> Any:
+    """``handle`` with its float torch weights on ``device`` in ``dtype``: a cast copy when they differ (the
+    handle's format and lineage are kept; nothing is recorded as a step). Quantized torch formats and other
+    backends are returned unchanged: their weights keep their own dtype (callers record that)."""
+    import copy
+
+    from adapters import formats as F
+
+    if handle.backend != "torch" or handle.format not in F.FLOAT_TORCH + (F.COMPRESSED,):
+        return handle
+    import torch
+
+    target, dev = getattr(torch, dtype), torch.device(device)
+    first = next(handle.model.parameters(), None)
+    if first is None or (first.dtype == target and first.device == dev):
+        return handle
+    return handle.derive(model=copy.deepcopy(handle.model).to(device=dev, dtype=target))

@@ -272,3 +272,37 @@ def _load_hub(repo_id: str) -> tuple[Any, Any]:
             f"cannot load hub model {repo_id!r}: {str(exc).splitlines()[0]} "
             "(hub ids need network access to the model hub; offline, use a local directory or a builtin model)"
         ) from None
+
+
+def estimated_weight_bytes(source: ModelSource | str | dict[str, Any], seed: int = 0) -> dict[str, int] | None:
+    """Bytes of a source's weights once loaded, by dtype, found without loading them: GGUF tensor shapes
+    (dequantized to float32), safetensors sizes on disk, or a config's parameters counted on the meta
+    device. None when they cannot be known in advance (a hub id)."""
+    src = source if isinstance(source, ModelSource) else ModelSource.parse(source)
+    if src.kind == "builtin" and src.ref == "smollm2-135m-instruct":
+        return {"float32": 4 * _gguf_elements(smollm2_gguf_path())}
+    if src.kind == "gguf":
+        return {"float32": 4 * _gguf_elements(Path(src.ref))}
+    if src.kind == "hf_dir":
+        files = [f for f in Path(src.ref).iterdir() if f.suffix in (".safetensors", ".bin", ".onnx")]
+        return {"stored": sum(f.stat().st_size for f in files)} if files else None
+    if src.kind in ("builtin", "scratch"):
+        config = TINY_LLAMA_CONFIG if src.kind == "builtin" else src.options
+        return {"float32": 4 * _meta_parameters(config)}
+    return None
+
+
+def _gguf_elements(path: Path) -> int:
+    from gguf import GGUFReader
+
+    return int(sum(int(t.n_elements) for t in GGUFReader(str(path)).tensors))
+
+
+def _meta_parameters(config: dict[str, Any]) -> int:
+    """Parameters of a scratch Llama with the SmolLM2 vocabulary, counted on the meta device (tied once)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=49152, **config))
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once

@@ -50,8 +50,12 @@ def run_cmd(
         f"run {summary.run_id} ({parsed.name}): {summary.status} in {summary.wall_time_s:.1f}s; "
         f"technique steps executed {summary.steps_executed}, cached {summary.steps_cached}, failed {summary.steps_failed}; "
         f"suite runs executed {summary.suite_runs_executed}, already done {summary.suite_runs_skipped}, "
-        f"failed {summary.suite_runs_failed}"
+        f"failed {summary.suite_runs_failed}" + (f", refused {summary.suite_runs_refused}" if summary.suite_runs_refused else "")
     )
+    for refusal in summary.refusals:
+        typer.echo(f"  refused: {refusal[:300]}")
+    for skipped in summary.skipped_profiles:
+        typer.echo(f"  hardware profile skipped: {skipped}")
     for failure in summary.failures:
         typer.echo(f"  failed: {failure.splitlines()[0][:300]}")
     typer.echo(f"results: {summary.db_path}")
@@ -100,6 +104,8 @@ def plan_cmd(
     typer.echo("paths:")
     for p in plan.paths:
         typer.echo(f"  {p.path_id[:12]} [{p.hardware.name}] {p.name}")
+    for skipped in plan.skipped_profiles:
+        typer.echo(f"hardware profile {skipped.name} skipped: {skipped.reason}")
     if plan.dropped:
         typer.echo(f"dropped {len(plan.dropped)} grid combinations whose formats do not fit (--strict refuses them):")
         for d in plan.dropped:

@@ -43,10 +43,14 @@ class Outcome:
 
 
 def with_runtime(handle: Any, hw: HardwareProfile) -> Any:
-    """A shallow copy of ``handle`` that runs with the profile's threads and batch size."""
-    if handle.threads == hw.threads and handle.batch_size == hw.batch_size:
+    """``handle`` as the profile runs it: float weights on its device in its dtype (a cast copy when they
+    differ), its threads and batch size."""
+    from adapters.runtime import place
+
+    placed = place(handle, hw.device, hw.dtype)
+    if placed is handle and handle.threads == hw.threads and handle.batch_size == hw.batch_size:
         return handle
-    other = copy.copy(handle)
+    other = copy.copy(placed)
     other.threads, other.batch_size, other._lm = hw.threads, hw.batch_size, None
     return other
 
@@ -57,6 +61,7 @@ def run_suite_on(mat: Materializer, run: SuiteRun, base_hash: str | None, workdi
     from suites.base import SUITES, SuiteContext
 
     cls = SUITES.get(run.suite.name)
+    mat.check_memory_cap(run.node, run.hardware, f"suite {run.suite.name}")
     handle = with_runtime(mat.handle(run.node), run.hardware)
     handle.activate()
     base = None
@@ -66,18 +71,31 @@ def run_suite_on(mat: Materializer, run: SuiteRun, base_hash: str | None, workdi
     artifact = mat.cache.path(run.node)
     if artifact.is_dir():
         options.setdefault("artifact_dir", str(artifact))
+    elif saved_handle_dir(mat.nodes[run.node]):  # a base written by ModelHandle.save reloads from itself
+        options.setdefault("artifact_dir", saved_handle_dir(mat.nodes[run.node]))
     data = options.get("data_dir") or data_dir
     ctx = SuiteContext(profile=run.suite.profile, options=options, seed=seed, workdir=workdir,
                        hardware=run.hardware.as_dict(), data_dir=Path(str(data)) if data else None, base=base)
     workdir.mkdir(parents=True, exist_ok=True)
     result = cls().run(handle, ctx)
-    settings = {**handle.settings, **result.settings}
+    settings = {**handle.settings, **result.settings, "device": run.hardware.device,
+                "profile_dtype_applied": handle.settings.get("dtype") == run.hardware.dtype}
     return {
         "metrics": [dataclasses.asdict(m) for m in result.metrics],
         "samples": [dataclasses.asdict(s) for s in result.samples],
         "raw": [dataclasses.asdict(r) for r in result.raw],
         "settings": settings,
     }
+
+
+def saved_handle_dir(node: Node) -> str | None:
+    """The directory of a source node that is a handle written by ``ModelHandle.save`` (else None)."""
+    if node.kind != "source" or not isinstance(node.source, str):
+        return None
+    from adapters.handle import HANDLE_FILE
+
+    path = Path(node.source).expanduser()
+    return str(path.resolve()) if (path / HANDLE_FILE).is_file() else None
 
 
 class InProcessExecutor:
@@ -111,6 +129,10 @@ class InProcessExecutor:
 
 
 def _failure(exc: BaseException, start: float) -> Outcome:
+    from adapters.errors import ResourceRefusal
+
+    if isinstance(exc, ResourceRefusal):
+        return Outcome("refused", error=str(exc), wall_time_s=time.perf_counter() - start)
     return Outcome("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
                    wall_time_s=time.perf_counter() - start)
 

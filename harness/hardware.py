@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,11 +27,13 @@ class HardwareProfile:
 
     Attributes:
         name: profile name (``cpu-1t``, ``cpu-2t``, ``cuda`` or user-defined).
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
         threads: torch intra-op threads.
-        dtype: compute dtype for models loaded by the harness.
+        dtype: the dtype models are measured in: float weights are cast to it before a suite runs
+            (quantized weights keep theirs, and the suite records that).
         batch_size: default batch size for scoring.
-        memory_cap_gb: memory the target has (None: no cap declared).
+        memory_cap_gb: memory the target has (None: no cap declared). A suite run or a technique whose
+            model's weights alone exceed it is refused before loading, and the refusal is recorded.
     """
 
     name: str
@@ -41,14 +44,21 @@ class HardwareProfile:
     memory_cap_gb: float | None = None
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise UsageError(f"hardware {self.name}: device {self.device!r} is not allowed (allowed: {', '.join(DEVICES)})")
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
+            raise UsageError(f"hardware {self.name}: device {self.device!r} is not allowed (allowed: cpu, cuda, cuda:N)")
         if not isinstance(self.threads, int) or self.threads < 1:
             raise UsageError(f"hardware {self.name}: threads must be an integer >= 1, got {self.threads!r}")
         if self.dtype not in DTYPES:
             raise UsageError(f"hardware {self.name}: dtype {self.dtype!r} is not allowed (allowed: {', '.join(DTYPES)})")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise UsageError(f"hardware {self.name}: batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.memory_cap_gb is not None and (isinstance(self.memory_cap_gb, bool) or
+                                               not isinstance(self.memory_cap_gb, int | float) or self.memory_cap_gb <= 0):
+            raise UsageError(f"hardware {self.name}: memory_cap_gb must be a number > 0, got {self.memory_cap_gb!r}")
+
+    @property
+    def memory_cap_bytes(self) -> int | None:
+        return None if self.memory_cap_gb is None else int(self.memory_cap_gb * 1e9)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,10 +78,7 @@ def resolve_profile(value: Any, relative_to: str | None = None) -> HardwareProfi
     if isinstance(value, HardwareProfile):
         return value
     if isinstance(value, str) and value in BUILTIN_PROFILES:
-        profile = BUILTIN_PROFILES[value]
-        if profile.device == "cuda" and not cuda_available():
-            raise UsageError("hardware profile 'cuda' needs a CUDA GPU, and this machine has none (use cpu-1t or cpu-2t)")
-        return profile
+        return BUILTIN_PROFILES[value]
     if isinstance(value, str) and value.endswith((".yaml", ".yml")):
         path = Path(value)
         if not path.is_absolute() and relative_to:
@@ -87,6 +94,33 @@ def resolve_profile(value: Any, relative_to: str | None = None) -> HardwareProfi
             raise UsageError("a user-defined hardware profile needs a `name:`")
         return HardwareProfile(**value)
     raise UsageError(f"unknown hardware profile {value!r} (builtin: {', '.join(BUILTIN_PROFILES)}; or a mapping or YAML file)")
+
+
+def unavailable_reason(profile: HardwareProfile) -> str | None:
+    """Why this machine cannot honour the profile (None when it can): a CUDA device it does not have, or
+    a dtype whose matmuls its device cannot run. Imports torch."""
+    if profile.device.startswith("cuda"):
+        if not cuda_available():
+            return f"device {profile.device} needs a CUDA GPU, and this machine has none (use a cpu profile)"
+        import torch
+
+        index = int(profile.device.split(":")[1]) if ":" in profile.device else 0
+        if index >= torch.cuda.device_count():
+            return f"device {profile.device} does not exist (this machine has {torch.cuda.device_count()} CUDA devices)"
+    if profile.dtype != "float32" and not dtype_supported(profile.dtype, profile.device):
+        return f"{profile.dtype} matmuls do not run on this machine's {profile.device}"
+    return None
+
+
+def dtype_supported(dtype: str, device: str) -> bool:
+    """Whether a small matmul in ``dtype`` runs on ``device`` here."""
+    import torch
+
+    try:
+        x = torch.ones(4, 4, dtype=getattr(torch, dtype), device=device)
+        return bool(torch.isfinite((x @ x).float()).all())
+    except (RuntimeError, TypeError):
+        return False
 
 
 def cuda_available() -> bool:

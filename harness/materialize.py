@@ -18,6 +18,7 @@ from harness.hardware import HardwareProfile
 from harness.plan import Node
 
 DATASET_FILE = "dataset.jsonl"
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
 class Materializer:
@@ -63,6 +64,45 @@ class Materializer:
                                       batch_size=self.hardware.batch_size)
             handle.activate()
         return self._remember(h, handle)
+
+    def weight_bytes(self, h: str) -> tuple[dict[str, int], str] | None:
+        """The bytes of node ``h``'s weights by dtype, without loading it, and how they were found (the
+        footprint recorded when it was computed, or the source's estimate); None when unknown."""
+        node = self.nodes[h]
+        if node.kind == "source":
+            from adapters.sources import estimated_weight_bytes
+
+            found = estimated_weight_bytes(node.source, seed=self.seed)
+            return (found, "estimated from the source without loading it") if found else None
+        if not self.cache.has(h):
+            return None
+        meta = self.cache.meta(h)
+        if meta.get("footprint"):
+            return dict(meta["footprint"]), "footprint recorded when the node was computed"
+        return self.weight_bytes(str(node.inputs["model"])) if "model" in node.inputs else None
+
+    def check_memory_cap(self, h: str, hw: HardwareProfile, what: str) -> None:
+        """Refuse, before loading, to run ``what`` on node ``h`` when its weights alone (float weights at the
+        profile's dtype) exceed the profile's ``memory_cap_gb``.
+
+        Raises:
+            ResourceRefusal: naming the cap, the bytes needed and how they were found.
+        """
+        from adapters import formats as F
+        from adapters.errors import ResourceRefusal
+
+        cap = hw.memory_cap_bytes
+        found = self.weight_bytes(h) if cap is not None else None
+        if cap is None or found is None:
+            return
+        by_dtype, how = found
+        castable = self.nodes[h].format in F.FLOAT_TORCH + (F.COMPRESSED,)
+        size = _DTYPE_BYTES.get(hw.dtype, 4)
+        need = sum(n // _DTYPE_BYTES[d] * size if castable and d in _DTYPE_BYTES else n for d, n in by_dtype.items())
+        if need > cap:
+            raise ResourceRefusal(f"{what} refused before loading: profile {hw.name} has memory_cap_gb "
+                                  f"{hw.memory_cap_gb}, and the weights alone take {need / 1e9:.3f} GB at "
+                                  f"{hw.dtype if castable else 'their stored dtypes'} ({how})")
 
     def _remember(self, h: str, handle: Any) -> Any:
         self._handles[h] = handle
@@ -129,6 +169,8 @@ class Materializer:
         if node.kind == "source" or (node.kind == "dataset" and node.technique is None):
             return StepCost()
         cls = get_technique(str(node.technique))
+        if "model" in node.inputs:
+            self.check_memory_cap(str(node.inputs["model"]), self.hardware, f"technique {node.technique}")
         with CostMeter(self.workdir) as meter:
             result, report = self._apply(node)
         meta = {"hash": h, "kind": node.kind, "technique": node.technique, "version": node.version,

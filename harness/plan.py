@@ -34,7 +34,7 @@ from adapters.technique import (
     get_technique,
     params_dict,
 )
-from harness.hardware import BUILTIN_PROFILES, HardwareProfile, resolve_profile
+from harness.hardware import BUILTIN_PROFILES, HardwareProfile, resolve_profile, unavailable_reason
 from harness.identity import data_identity, file_digest
 from harness.spec import DatasetSpec, ExperimentSpec, PathSpec, StepSpec, SuiteSpec
 from suites.base import SUITES
@@ -124,6 +124,14 @@ class DroppedPath:
     reason: str
 
 
+@dataclass(frozen=True)
+class SkippedProfile:
+    """A declared hardware profile this machine cannot honour, and why (one line)."""
+
+    name: str
+    reason: str
+
+
 @dataclass
 class Plan:
     """The DAG (nodes in dependency order), the paths, the suite runs and the dropped combinations."""
@@ -133,6 +141,7 @@ class Plan:
     paths: list[PlannedPath] = field(default_factory=list)
     suite_runs: list[SuiteRun] = field(default_factory=list)
     dropped: list[DroppedPath] = field(default_factory=list)
+    skipped_profiles: list[SkippedProfile] = field(default_factory=list)
 
     def technique_nodes(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.technique is not None]
@@ -204,12 +213,26 @@ class _Planner:
 
     # -- validation ---------------------------------------------------------------------------
     def _profiles(self) -> list[HardwareProfile]:
+        """The declared profiles this machine can honour. One it cannot is refused (the only profile) or
+        skipped with its reason recorded (one of several)."""
         out = []
+        several = len(self.spec.hardware) > 1
         for i, hw in enumerate(self.spec.hardware):
+            where = f"hardware[{i}]" if several else "hardware"
             try:
-                out.append(resolve_profile(hw, relative_to=self.spec.file))
+                profile = resolve_profile(hw, relative_to=self.spec.file)
             except UsageError as exc:
-                self.fail(f"hardware[{i}]" if len(self.spec.hardware) > 1 else "hardware", str(exc))
+                self.fail(where, str(exc))
+            reason = unavailable_reason(profile)
+            if reason and not several:
+                self.fail(where, f"profile {profile.name!r}: {reason}")
+            if reason:
+                self.plan.skipped_profiles.append(SkippedProfile(profile.name, reason))
+                continue
+            out.append(profile)
+        if not out:
+            self.fail("hardware", "no declared profile can run on this machine: "
+                      + "; ".join(f"{s.name}: {s.reason}" for s in self.plan.skipped_profiles))
         return out
 
     def _suites(self) -> list[SuiteSpec]:

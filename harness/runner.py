@@ -38,6 +38,9 @@ class RunSummary:
     wall_time_s: float = 0.0
     failures: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    skipped_profiles: list[str] = field(default_factory=list)
+    suite_runs_refused: int = 0
+    refusals: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -61,7 +64,8 @@ class Runner:
         plan = make_plan(self.spec, strict=self.strict, data_dir=self.data_dir)
         store = self._open_store()
         summary = RunSummary(uuid.uuid4().hex[:12], self.workspace, self.workspace / "results.duckdb",
-                             dropped=[f"{d.name}: {d.reason}" for d in plan.dropped])
+                             dropped=[f"{d.name}: {d.reason}" for d in plan.dropped],
+                             skipped_profiles=[f"{s.name}: {s.reason}" for s in plan.skipped_profiles])
         self._start(store, summary)
         executor = make_executor(self.executor_name, plan, self.workspace, self.data_dir)
         try:
@@ -140,10 +144,13 @@ class Runner:
             store.record_suite_run(summary.run_id, _suite_record(run, outcome))
             if outcome.status == "ok":
                 summary.suite_runs_executed += 1
+            elif outcome.status == "refused":
+                summary.suite_runs_refused += 1
+                summary.refusals.append(f"{label}: {outcome.error}")
             else:
                 summary.suite_runs_failed += 1
                 summary.failures.append(f"{label}: {outcome.error}")
-            self.progress.suite_done(label, ok=outcome.status == "ok")
+            self.progress.suite_done(label, ok=outcome.status in ("ok", "refused"))
 
 
 def _grouped_by_node(runs: list[SuiteRun]) -> list[SuiteRun]:

@@ -47,7 +47,12 @@ def main(task_file: str, out_file: str) -> int:
             out = {"status": "ok",
                    "result": run_suite_on(mat, run, task.get("base_hash"), workdir, task["seed"], task.get("data_dir"))}
     except Exception as exc:
-        out = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        from adapters.errors import ResourceRefusal
+
+        if isinstance(exc, ResourceRefusal):
+            out = {"status": "refused", "error": str(exc)}
+        else:
+            out = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     Path(out_file).write_text(json.dumps(out, default=str))
     return 0
 

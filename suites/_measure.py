@@ -6,12 +6,16 @@
 - :class:`PeakRSS`: resident memory sampled from a background thread (children included).
 - :class:`EnergyMeter`: energy of a window, from RAPL or NVML where the machine has them (measured), else
   codecarbon's offline estimate (estimated); its ``method`` says which.
+- :class:`LoadMeter`: CPU time other processes spent during a window (``foreign_load``), flagged
+  ``under_load`` above :data:`UNDER_LOAD_CORES`; every timing and energy window records it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +26,8 @@ from adapters.errors import UsageError
 
 POWERCAP = Path("/sys/class/powercap")
 RAPL = POWERCAP / "intel-rapl:0" / "energy_uj"
+PROC_STAT = Path("/proc/stat")
+UNDER_LOAD_CORES = 0.25  # foreign CPU time above this many cores on average flags a window ``under_load``
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -250,3 +256,104 @@ class EnergyMeter:
                             "codecarbon_cpu_model": str(data.cpu_model)}
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
+
+
+def machine_cpu_seconds(stat: Path = PROC_STAT) -> tuple[float, int]:
+    """(busy CPU seconds of the whole machine since boot, number of CPUs).
+
+    Busy = user + nice + system + irq + softirq + steal jiffies of ``/proc/stat``'s ``cpu`` line (guest time
+    is already inside user; idle and iowait are not busy). Steal counts: it is time a neighbour (another
+    virtual machine) held this machine's CPU. Without ``/proc/stat``, psutil's ``cpu_times()`` fields.
+    """
+    try:
+        lines = stat.read_text().splitlines()
+        fields = [int(x) for x in lines[0].split()[1:]]
+        fields += [0] * (8 - len(fields))
+        cpus = sum(1 for line in lines[1:] if line.startswith("cpu") and line[3:4].isdigit())
+        jiffies = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]
+        return jiffies / os.sysconf("SC_CLK_TCK"), cpus or (os.cpu_count() or 1)
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        t = psutil.cpu_times()
+        total = 0.0
+        for k in ("user", "nice", "system", "irq", "softirq", "steal"):
+            total += float(getattr(t, k, 0.0))
+        return total, psutil.cpu_count() or 1
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all its threads (``getrusage(RUSAGE_SELF)``; child
+    processes are not included, so their work counts as foreign)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class LoadMeter:
+    """The machine's load from other processes during a window: ``with LoadMeter() as load: ...; load.details``.
+
+    At entry and exit it reads the machine's busy CPU time (:func:`machine_cpu_seconds`, from ``/proc/stat``)
+    and this process's own CPU time (:func:`own_cpu_seconds`). Over the window of ``seconds`` wall time:
+
+    - ``foreign_cpu_s`` = machine busy seconds - own CPU seconds (raw; jiffy rounding can make it slightly
+      negative);
+    - ``foreign_load`` = max(0, foreign_cpu_s) / seconds, in cores: 1.0 means another process kept one core
+      busy for the whole window (child processes of this one count as foreign);
+    - ``foreign_load_machine`` = foreign_load / CPUs, the fraction of the machine;
+    - ``own_load`` = own CPU seconds / seconds, in cores;
+    - ``under_load`` = foreign_load > ``threshold`` (default :data:`UNDER_LOAD_CORES`, a quarter of a core).
+
+    ``/proc/stat`` counts in jiffies (10 ms), so windows shorter than about a second resolve foreign load
+    only to ~0.01 s / seconds x CPUs. ``details`` holds all of these (JSON-able), ``load_method`` included.
+    The readers are parameters so the arithmetic can be tested with synthetic counters.
+    """
+
+    def __init__(self, threshold: float = UNDER_LOAD_CORES,
+                 machine_cpu: Callable[[], tuple[float, int]] = machine_cpu_seconds,
+                 own_cpu: Callable[[], float] = own_cpu_seconds, clock: Callable[[], float] = time.perf_counter):
+        self.threshold = threshold
+        self._machine, self._own, self._clock = machine_cpu, own_cpu, clock
+        self.seconds = 0.0
+        self.cpus = 1
+        self.foreign_cpu_s = math.nan
+        self.own_cpu_s = math.nan
+        self.foreign_load = math.nan
+        self.own_load = math.nan
+        self.under_load = False
+
+    def __enter__(self) -> LoadMeter:
+        self._m0, self.cpus = self._machine()
+        self._o0 = self._own()
+        self._t0 = self._clock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = self._clock() - self._t0
+        m1, self.cpus = self._machine()
+        self.own_cpu_s = self._own() - self._o0
+        self.foreign_cpu_s = (m1 - self._m0) - self.own_cpu_s
+        wall = self.seconds if self.seconds > 0 else math.nan
+        self.foreign_load = max(0.0, self.foreign_cpu_s) / wall
+        self.own_load = self.own_cpu_s / wall
+        self.under_load = bool(self.foreign_load > self.threshold)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The window's load facts, for a metric's ``details``."""
+        return {"foreign_load": self.foreign_load, "foreign_load_machine": self.foreign_load / self.cpus,
+                "foreign_cpu_s": self.foreign_cpu_s, "own_load": self.own_load, "load_window_s": self.seconds,
+                "machine_cpus": self.cpus, "under_load": self.under_load, "under_load_threshold": self.threshold,
+                "load_method": "proc-stat-busy-minus-getrusage-self"}
+
+
+def combine_loads(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summary of several windows' :attr:`LoadMeter.details`: time-weighted mean ``foreign_load``, its max,
+    and ``under_load`` if any window was (the windows' own records stay where they are)."""
+    ok = [w for w in windows if w and w.get("load_window_s", 0) > 0]
+    if not ok:
+        return {"foreign_load": None, "under_load": False}
+    total = sum(w["load_window_s"] for w in ok)
+    mean = sum(w["foreign_load"] * w["load_window_s"] for w in ok) / total
+    return {"foreign_load": mean, "foreign_load_max": max(w["foreign_load"] for w in ok),
+            "under_load": any(w["under_load"] for w in ok), "under_load_windows": sum(bool(w["under_load"]) for w in ok),
+            "under_load_threshold": ok[0]["under_load_threshold"], "load_method": ok[0]["load_method"]}

@@ -7,6 +7,12 @@ per step by every decoding strategy), so the consumer never slows the model down
 through the handle's own model and ``generation_kwargs`` (an ONNX Runtime or a beam-search handle is
 timed as it runs), with exactly ``new_tokens`` steps (EOS ignored) so token counts are exact. Every
 metric reports n, mean, stdev, CV and p50/p90/p95/p99 and keeps its raw observations.
+
+The timed repeats of each configuration run inside a :class:`suites._measure.LoadMeter`: every metric of the
+configuration carries the machine's load from other processes during them (``foreign_load`` in cores,
+``under_load`` above a quarter of a core). A roofline fraction above 1 beyond its uncertainty is flagged
+``bound_valid: false``; the ceilings are then measured again once (a re-measurement only ever raises a
+ceiling) and the bounds recomputed, ``ceiling_remeasured`` saying so.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from suites._measure import describe, none_if_nan, option, repeat_until
+from suites._measure import LoadMeter, describe, none_if_nan, option, repeat_until
 from suites.base import Metric, RawSample, Suite, SuiteContext, SuiteResult, suite
 from suites.ceilings import RooflineInputs, ceilings, roofline_metrics
 
@@ -107,6 +113,12 @@ def step_series(runs: list[list[float]], plen: int, batch: int) -> dict[str, tup
     }
 
 
+def gemm_dtype(handle: Any) -> str:
+    """The dtype the model's matmuls run in (its float weights' dtype; float32 for integer-weight models)."""
+    dtype = str(handle.settings.get("dtype") or "")
+    return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
+
+
 @suite("latency")
 class LatencySuite(Suite):
     """Latency: TTFT, inter-token latency, prefill/decode tokens/s, end-to-end, roofline fraction."""
@@ -116,43 +128,68 @@ class LatencySuite(Suite):
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         conf = settings_for(ctx)
         handle.activate()
-        ceil = ceilings(handle.threads)
-        result = SuiteResult(settings={"latency": conf, "threads": handle.threads, "ceilings_key": ceil["key"],
-                                       "decoding": decoding_kwargs(handle)})
-        result.metrics.extend(ceiling_metrics(ceil))
+        ceil = ceilings(handle.threads, dtype=gemm_dtype(handle))
         model = RooflineInputs.of(handle)
+        timed: dict[str, list[Metric]] = {}
+        raw: list[RawSample] = []
+        configs: list[tuple[str, int, int, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
         for plen in conf["prompt_lengths"]:
             for batch in conf["batch_sizes"]:
                 task = f"p{plen}b{batch}"
-                series = self._measure(handle, ctx, conf, plen, batch)
+                series, load = self._measure(handle, ctx, conf, plen, batch)
+                timed[task] = []
                 for name, (values, unit, hib) in series.items():
                     stats = describe(values)
-                    result.metrics.append(Metric("latency", task, name, stats["mean"], none_if_nan(stats["stderr"]),
-                                                 len(values), unit, hib, METHOD,
-                                                 {**stats, "prompt_tokens": plen, "batch_size": batch}))
-                    result.raw.extend(RawSample("latency", task, name, i, v, unit) for i, v in enumerate(values))
-                result.metrics.extend(roofline_metrics(task, model, ceil, plen, batch, conf["new_tokens"],
-                                                       describe(series["prefill_tokens_per_s"][0]),
-                                                       describe(series["decode_tokens_per_s"][0])))
+                    timed[task].append(Metric("latency", task, name, stats["mean"], none_if_nan(stats["stderr"]),
+                                              len(values), unit, hib, METHOD,
+                                              {**stats, "prompt_tokens": plen, "batch_size": batch, **load}))
+                    raw.extend(RawSample("latency", task, name, i, v, unit) for i, v in enumerate(values))
+                configs.append((task, plen, batch, describe(series["prefill_tokens_per_s"][0]),
+                                describe(series["decode_tokens_per_s"][0]), load))
+
+        def bounds(ceil: dict[str, Any], extra: dict[str, Any]) -> dict[str, list[Metric]]:
+            return {task: roofline_metrics(task, model, ceil, plen, batch, conf["new_tokens"], pre, dec,
+                                           {**load, **extra}) for task, plen, batch, pre, dec, load in configs}
+
+        roofline = bounds(ceil, {"ceiling_remeasured": False})
+        if any(not m.details["bound_valid"] for ms in roofline.values() for m in ms):
+            ceil = ceilings(handle.threads, refresh=True, dtype=gemm_dtype(handle))  # keeps the higher peaks: can only raise the bounds
+            roofline = bounds(ceil, {"ceiling_remeasured": True})
+        result = SuiteResult(settings={"latency": conf, "threads": handle.threads, "ceilings_key": ceil["key"],
+                                       "decoding": decoding_kwargs(handle)}, raw=raw)
+        result.metrics.extend(ceiling_metrics(ceil))
+        for task, ms in timed.items():
+            result.metrics.extend(ms + roofline[task])
         return result
 
     @staticmethod
     def _measure(handle: ModelHandle, ctx: SuiteContext, conf: dict[str, Any], plen: int,
-                 batch: int) -> dict[str, tuple[list[float], str, bool]]:
+                 batch: int) -> tuple[dict[str, tuple[list[float], str, bool]], dict[str, Any]]:
+        """The configuration's step series and the :class:`LoadMeter` details of its timed repeats."""
         prompts = prompt_ids(handle, plen, batch, ctx.seed)
-        runs = repeat_until(lambda: timed_generate(handle, prompts, conf["new_tokens"]), conf["min_repeats"],
-                            conf["min_duration_s"], conf["warmup"])
-        return step_series(runs, plen, batch)
+
+        def run() -> list[float]:
+            return timed_generate(handle, prompts, conf["new_tokens"])
+
+        for _ in range(conf["warmup"]):
+            run()
+        with LoadMeter() as load:
+            runs = repeat_until(run, conf["min_repeats"], conf["min_duration_s"], warmup=0)
+        return step_series(runs, plen, batch), load.details
 
 
 def ceiling_metrics(ceil: dict[str, Any]) -> list[Metric]:
     """The machine's measured ceilings as metrics of the ``ceiling`` task."""
     bw, mm = ceil["bandwidth"], ceil["matmul"]
+    load = ceil.get("load") or {}
     details = {"cached": ceil["cached"], "key": ceil["key"], "measured_at": ceil.get("measured_at"),
-               "loadavg_1m": ceil.get("loadavg_1m")}
+               "loadavg_1m": ceil.get("loadavg_1m"), "remeasured": ceil.get("remeasured", False),
+               "measurements": ceil.get("measurements"), "foreign_load": load.get("foreign_load"),
+               "under_load": load.get("under_load", False)}
     return [Metric("latency", "ceiling", "memory_bandwidth", bw["bytes_per_s"],
                    bw["bytes_per_s"] * bw["stdev_rel"] / bw["n"] ** 0.5, bw["n"], "bytes/s", True, bw["method"],
-                   {**details, "median": bw["median"], "stdev_rel": bw["stdev_rel"]}),
+                   {**details, "median": bw["median"], "stdev_rel": bw["stdev_rel"], "stream": bw.get("stream"),
+                    "by_stream": bw.get("by_stream")}),
             Metric("latency", "ceiling", "matmul_flops", mm["flops"], mm["flops"] * mm["stdev_rel"] / mm["n"] ** 0.5,
                    mm["n"], "FLOP/s", True, mm["method"], {**details, "median": mm["median"], "shape": mm["shape"],
                                                           "by_shape": mm["by_shape"]})]

@@ -5,6 +5,13 @@ Load and generation run in a fresh child process, so the numbers are the model's
 harness process holds. The child samples its own RSS from a thread around each phase; the parent also
 reads the kernel's high-water mark of the child's address space (``VmHWM``: what ``/usr/bin/time -v``
 reports as maximum resident set size when the timing process itself is small), the whole-process peak.
+
+What the child loads (:func:`origin`): the node's stored artifact through the loader of its recorded format;
+for an inference-time leaf (``infer.decoding``, stored without weights) the nearest ancestor in the artifact
+cache that has a model, or the path's source when there is none (a builtin name, a local Hugging Face
+directory, a ``.gguf`` file, a hub id). It casts float weights to the hardware profile's dtype (quantized and
+ONNX weights keep theirs), moves a torch model to a CUDA device the profile names, and generates with the
+handle's decoding settings. ``settings.loaded`` records what was loaded and how.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.errors import UsageError
+from adapters.errors import SLMError, UsageError
+from adapters.handle import HANDLE_FILE
 from suites._measure import describe, none_if_nan, option
 from suites.base import Metric, Suite, SuiteContext, SuiteResult, suite
-from suites.builtin.latency import prompt_ids
+from suites.builtin.latency import decoding_kwargs, prompt_ids
 from suites.ceilings import activation_bytes, kv_bytes_per_token
 
 if TYPE_CHECKING:
@@ -40,24 +48,32 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 set_threads(args["threads"])
 from adapters.handle import ModelHandle
 from adapters.sources import load_source
+from adapters import formats as F
 out = {}
 with PeakRSS(children=False) as m:
     if args["artifact"]:
         h = ModelHandle.load(args["artifact"], threads=args["threads"])
     else:
         h = load_source(args["source"], threads=args["threads"])
+    # the profile's dtype, as the harness casts float weights before a suite runs (quantized ones keep theirs)
+    cast = bool(args["dtype"]) and h.backend == "torch" and h.format in F.FLOAT_TORCH + (F.COMPRESSED,)
+    if cast:
+        h.model.to(dtype=getattr(torch, args["dtype"]))
 out["before_load"], out["load_peak"], out["after_load"] = m.start_rss, m.peak, m.sample()
 out["status_after_load"] = proc_status()
-cuda = args["device"] == "cuda" and torch.cuda.is_available()
+out["dtype_applied"] = args["dtype"] if cast else None
+cuda = args["device"].startswith("cuda") and torch.cuda.is_available() and h.backend == "torch"
 ids = torch.tensor(args["prompt"])
 if cuda:
-    h.model.to("cuda")
-    ids = ids.to("cuda")
+    h.model.to(args["device"])
+    ids = ids.to(args["device"])
     torch.cuda.reset_peak_memory_stats()
+if args["seed"] is not None:  # seeded sampling
+    torch.manual_seed(int(args["seed"]))
+pad = h.tokenizer.pad_token_id if h.tokenizer.pad_token_id is not None else h.tokenizer.eos_token_id
 with PeakRSS(children=False) as g, torch.no_grad():
     h.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args["new_tokens"],
-                     min_new_tokens=args["new_tokens"], do_sample=False,
-                     pad_token_id=h.tokenizer.pad_token_id or h.tokenizer.eos_token_id)
+                     min_new_tokens=args["new_tokens"], pad_token_id=pad, **args["generation"])
 out["generate_peak"] = g.peak
 out["status_after_generate"] = proc_status()
 if cuda:
@@ -65,6 +81,7 @@ if cuda:
     out["cuda_reserved_peak"] = torch.cuda.max_memory_reserved()
 out["self_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 out["vm_hwm"] = proc_status()["VmHWM"]
+out["format"], out["weights_by_dtype"] = h.format, h.weight_footprint()  # after the peaks
 print("SLM-MEMORY " + json.dumps(out))
 """
 
@@ -92,10 +109,71 @@ def child_run(args: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def artifact_of(ctx: SuiteContext) -> str | None:
-    """The node's stored model, if it has one (inference-time nodes store none)."""
+NODE_FILE = "node.json"  # harness.cache.NODE_FILE (read, not imported: suites do not depend on the harness)
+RELOADABLE_SOURCES = ("builtin", "hf_dir", "gguf", "hub")
+
+
+def origin(handle: ModelHandle, ctx: SuiteContext) -> dict[str, Any]:
+    """What the child loads to rebuild ``handle``: ``{"kind": "artifact", "from": <dir>}`` (a directory with
+    ``handle.json``, loaded by its recorded format) or ``{"kind": "source", "from": <source id>, "ref": <what
+    load_source parses>}``; ``via`` lists the inference-time nodes walked over to reach it.
+
+    The harness passes the node's artifact directory (``options.artifact_dir``, ``<workspace>/artifacts/<hash>``).
+    An inference-time node stores no weights, only ``node.json``, whose ``inputs.model`` names its parent: the
+    walk goes to the parent's directory (a sibling) until one holds a model; a parent with no directory is the
+    path's source. Raises :class:`UsageError` when nothing can rebuild the model in a fresh process.
+    """
+    via: list[str] = []
     art = ctx.options.get("artifact_dir")
-    return str(art) if art and (Path(art) / "handle.json").exists() else None
+    d = Path(art) if art else None
+    while d is not None and d.is_dir():
+        if (d / HANDLE_FILE).is_file():
+            return {"kind": "artifact", "from": str(d), "via": via}
+        if not (d / NODE_FILE).is_file():
+            break  # not a harness artifact directory: nothing stored here
+        meta = json.loads((d / NODE_FILE).read_text())
+        technique = str(meta.get("technique"))
+        if not (meta.get("reapply") or _inference_time(technique)):
+            raise UsageError(f"memory: {d} holds no stored model ({HANDLE_FILE} is missing) although its step "
+                             f"{technique} changes weights: the artifact is incomplete; recompute it")
+        parent = (meta.get("inputs") or {}).get("model")
+        via.append(f"{d.name} ({technique})")
+        if not isinstance(parent, str) or len(via) > 256:
+            raise UsageError(f"memory: cannot find the model input of the inference-time node {d} in its {NODE_FILE}")
+        d = d.parent / parent
+    missing = d if via and d is not None else None  # walked to a parent that has no artifact directory
+    weight_steps = [s.technique for s in handle.lineage if not _inference_time(s.technique)]
+    if weight_steps:
+        where = (f"its stored ancestor {missing.name} is not in {missing.parent}" if missing is not None
+                 else "no stored artifact was given (options.artifact_dir)")
+        raise UsageError(f"memory: the model after {' > '.join(weight_steps)} cannot be loaded in a fresh process: "
+                         f"{where}; run it through the harness (slm run), which stores every weight-changing step")
+    return {"kind": "source", "from": handle.source, "ref": source_ref(handle.source), "via": via}
+
+
+def source_ref(source_id: str) -> str:
+    """The reference ``load_source`` parses back into the source ``source_id`` names (``builtin:tiny-llama`` ->
+    ``tiny-llama``, ``hf_dir:/abs/dir`` -> ``/abs/dir``, ``gguf:/abs/m.gguf`` -> ``/abs/m.gguf``, ``hub:org/name``
+    -> ``org/name``); raises :class:`UsageError` for a source that cannot be rebuilt from its id."""
+    from adapters.sources import ModelSource
+
+    kind, sep, ref = source_id.partition(":")
+    if kind == "scratch":
+        raise UsageError(f"memory: the source {source_id} is a randomly initialised model: its id is a hash of the "
+                         "config and does not carry the config or the seed, so a fresh process cannot rebuild it; "
+                         "measure a step after it (which the harness stores), or save the model (ModelHandle.save) "
+                         "and use that directory as the base")
+    if not sep or kind not in RELOADABLE_SOURCES:
+        ref = source_id  # a plain reference (e.g. a builtin name)
+    elif kind in ("hf_dir", "gguf") and not Path(ref).exists():
+        raise UsageError(f"memory: cannot reload the source {source_id} in a fresh process: {ref} no longer exists")
+    try:
+        parsed = ModelSource.parse(ref)
+    except SLMError as exc:  # the file or directory is gone, or the name is unknown
+        raise UsageError(f"memory: cannot reload the source {source_id} in a fresh process: {exc}") from None
+    if sep and kind in RELOADABLE_SOURCES and parsed.id != source_id:
+        raise UsageError(f"memory: the source {source_id} now reads as {parsed.id}: cannot reload it")
+    return ref
 
 
 @suite("memory")
@@ -106,15 +184,21 @@ class MemorySuite(Suite):
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         conf = {k: option("memory", ctx.options, PROFILES[ctx.profile], k, 1) for k in self.options}
-        artifact = artifact_of(ctx)
-        if artifact is None and handle.lineage and not all(_inference_time(s.technique) for s in handle.lineage):
-            raise UsageError("memory: this model has no stored artifact (options.artifact_dir) to load in a fresh "
-                             "process; only builtin sources and inference-time steps can be rebuilt")
-        args = {"artifact": artifact, "source": handle.source.removeprefix("builtin:"), "threads": handle.threads,
-                "device": ctx.hardware.get("device", "cpu"), "new_tokens": conf["new_tokens"],
-                "prompt": prompt_ids(handle, conf["prompt_tokens"], 1, ctx.seed)}
+        found = origin(handle, ctx)
+        generation = decoding_kwargs(handle)
+        seed = handle.generation_kwargs.get("seed")
+        args = {"artifact": found["from"] if found["kind"] == "artifact" else None, "source": found.get("ref"),
+                "threads": handle.threads, "device": str(ctx.hardware.get("device") or "cpu"),
+                "dtype": ctx.hardware.get("dtype"),
+                "new_tokens": conf["new_tokens"], "prompt": prompt_ids(handle, conf["prompt_tokens"], 1, ctx.seed),
+                "generation": generation, "seed": seed}
         reports = [child_run(args) for _ in range(conf["repeats"])]
-        res = SuiteResult(settings={"memory": conf, "loaded_from": artifact or handle.source})
+        first = reports[0]
+        loaded = {"kind": found["kind"], "from": found["from"], "via": found["via"], "format": first["format"],
+                  "dtype_applied": first["dtype_applied"], "weights_by_dtype": first["weights_by_dtype"],
+                  "weight_bytes": sum(first["weights_by_dtype"].values()),
+                  "generation_kwargs": {**generation, **({"seed": seed} if seed is not None else {})}}
+        res = SuiteResult(settings={"memory": conf, "loaded_from": found["from"], "loaded": loaded})
         for name, (values, how) in _series(reports).items():
             st = describe([float(v) for v in values])
             res.metrics.append(Metric("memory", "load+generate", name, st["mean"], none_if_nan(st["stderr"]),
