@@ -20,6 +20,9 @@ def prepare_process() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")  # its loguru console sink warns "no accelerator"
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    # torchao warns about CUDA-only kernels it cannot load on a CPU build; torch about deprecated pytree enums
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def set_threads(threads: int) -> int:
