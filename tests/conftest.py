@@ -81,3 +81,21 @@ def smollm2():
     from adapters.sources import load_source
 
     return load_source("smollm2-135m-instruct", threads=1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, with the reason, where torch sees no CUDA device."""
+    if not any(item.get_closest_marker("cuda") for item in items):
+        return
+    try:
+        import torch
+
+        available = torch.cuda.is_available()
+    except ImportError:
+        available = False
+    if available:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)

@@ -113,3 +113,24 @@ def test_latency_measures_against_the_dtype_the_weights_run_in(tiny_handle):
 
     assert gemm_dtype(tiny_handle) == "float32"
     assert gemm_dtype(with_runtime(tiny_handle, HardwareProfile("bf16", dtype="bfloat16"))) == "bfloat16"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_cuda_profile_places_and_casts_the_measured_model(tiny_handle, dtype):
+    import torch
+
+    placed = with_runtime(tiny_handle, HardwareProfile("gpu", device="cuda", dtype=dtype))
+    first = next(placed.model.parameters())
+    assert first.device.type == "cuda" and first.dtype == getattr(torch, dtype)
+    assert set(placed.weight_footprint()) == {dtype}
+    (ll,) = placed.loglikelihood([("The river", " flows")])
+    (ref,) = tiny_handle.loglikelihood([("The river", " flows")])
+    assert ll.logprob == pytest.approx(ref.logprob, rel=0.05)
+    assert isinstance(placed.generate(["Hello"], max_new_tokens=3)[0], str)
+
+
+@pytest.mark.cuda
+def test_a_cuda_profile_plans_where_a_gpu_exists():
+    p = plan("name: c\nbase: tiny-llama\nhardware: [cpu-1t, cuda]\npaths: [[]]\n")
+    assert [x.hardware.name for x in p.paths] == ["cpu-1t", "cuda"] and not p.skipped_profiles
