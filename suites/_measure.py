@@ -166,15 +166,17 @@ class RaplCounters:
 class EnergyMeter:
     """Energy of a window: ``with EnergyMeter(workdir) as e: ...; e.joules, e.method, e.seconds``.
 
-    Sources, first available wins: RAPL package counters (``measured:rapl``), NVML GPU energy counters
-    (``measured:nvml``, GPU only), codecarbon's offline tracker (``estimated:codecarbon-<tracking mode>-<cpu
+    The sensor covers the device the work runs on (``device``): for ``cpu``, RAPL package counters
+    (``measured:rapl``), never a GPU's counter; for ``cuda``/``cuda:N``, that GPU's NVML energy counter
+    (``measured:nvml``); otherwise, or when that sensor is absent, codecarbon's offline tracker (``estimated:codecarbon-<tracking mode>-<cpu
     power model>``). ``joules`` is None when no source works (the reason is in ``error``); ``details`` holds
     the estimate's components (CPU / RAM energy, power model) where there are any.
     """
 
     def __init__(self, workdir: Path | None = None, measure_power_secs: float = 1.0, tracking_mode: str = "process",
-                 powercap: Path = POWERCAP):
+                 powercap: Path = POWERCAP, device: str = "cpu"):
         self.workdir = workdir
+        self.device = device
         # "process" attributes CPU power by this process's share of CPU time; "machine" counts every process,
         # which on a shared machine charges the workload for its neighbours.
         self.tracking_mode = tracking_mode
@@ -190,12 +192,13 @@ class EnergyMeter:
         self._nvml: list[Any] = []
 
     def __enter__(self) -> EnergyMeter:
-        if self._rapl.zones:
+        on_gpu = self.device.startswith("cuda")
+        if self._rapl.zones and not on_gpu:
             try:
                 self._start, self.method = self._rapl.read(), "measured:rapl"
             except OSError as exc:  # counters exist but are not readable (needs root on recent kernels)
                 self.error = f"rapl: {exc}"
-        if self._start is None and self._start_nvml():
+        if self._start is None and on_gpu and self._start_nvml():
             self.method = "measured:nvml"
         if self._start is None:
             self._start_codecarbon()
@@ -207,7 +210,8 @@ class EnergyMeter:
             import pynvml
 
             pynvml.nvmlInit()
-            self._nvml = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            index = int(self.device.split(":")[1]) if ":" in self.device else 0
+            self._nvml = [pynvml.nvmlDeviceGetHandleByIndex(index)]  # the GPU the work runs on, only
             self._start = [pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._nvml]  # mJ
             return bool(self._nvml)
         except Exception:  # no pynvml, no driver or no GPU: not an error, just not this source

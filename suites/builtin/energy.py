@@ -54,12 +54,12 @@ class Window:
     details: dict[str, Any]
 
 
-def metered(work: Any, window_s: float, workdir: Path) -> Window:
+def metered(work: Any, window_s: float, workdir: Path, device: str = "cpu") -> Window:
     """Run ``work()`` (returns tokens processed) until ``window_s`` elapsed, inside an energy meter; a load
     meter inside it covers the work (``details["load"]``: :attr:`LoadMeter.details`), not the energy meter's
     own start and stop (codecarbon's first start runs helper processes that would read as foreign load)."""
     tokens = 0
-    with EnergyMeter(workdir) as meter, LoadMeter() as load:
+    with EnergyMeter(workdir, device=device) as meter, LoadMeter() as load:
         end = time.perf_counter() + window_s
         while time.perf_counter() < end:
             tokens += work()
@@ -102,7 +102,7 @@ class EnergySuite(Suite):
         windows: dict[str, list[Window]] = {"idle": [], "prefill": [], "decode": []}
         for _ in range(conf["windows"]):
             for phase, work in (("idle", idle), ("prefill", prefill), ("decode", decode)):
-                windows[phase].append(metered(work, conf["window_s"], ctx.workdir))
+                windows[phase].append(metered(work, conf["window_s"], ctx.workdir, str(ctx.hardware.get("device", "cpu"))))
         return SuiteResult(metrics=phase_metrics(windows, conf), settings={"energy": conf})
 
 

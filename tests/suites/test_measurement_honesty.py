@@ -246,3 +246,23 @@ def test_a_child_burning_cpu_is_foreign_load():
         child.wait()
     assert load.foreign_load > 0.5 and load.under_load is True  # the child alone is ~1 core on 2 CPUs
     assert load.own_load < 0.2
+
+
+def test_energy_sensor_covers_the_device_the_work_runs_on(monkeypatch, tmp_path):
+    """A GPU's NVML counter is never read for work on the CPU (it measured the idle GPU before); on a CUDA
+    profile it is the sensor, for that GPU only."""
+    import types
+
+    from suites._measure import EnergyMeter
+
+    counters = {0: [1000, 5000], 1: [0, 999999]}
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetTotalEnergyConsumption=lambda i: counters[i].pop(0))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with EnergyMeter(tmp_path / "w", powercap=tmp_path, device="cuda:0") as gpu:
+        pass
+    assert gpu.method == "measured:nvml" and gpu.joules == pytest.approx(4.0)  # 4000 mJ on GPU 0 only
+    with EnergyMeter(tmp_path / "w", powercap=tmp_path, device="cpu") as cpu:
+        sum(range(10000))
+    assert cpu.method != "measured:nvml"
