@@ -16,7 +16,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from adapters.architecture import Architecture, EmbeddingFacts
 
 HANDLE_FILE = "handle.json"
 
@@ -263,6 +266,199 @@ class ModelHandle:
         worker.join()
         if errors:
             raise errors[0]
+
+    # -- runtime: architecture, forward passes, generation, placement ---------------------------
+    def architecture(self) -> Architecture:
+        """The model's shape as its config declares it.
+
+        Returns:
+            An :class:`~adapters.architecture.Architecture` (vocabulary, hidden size, layers, query and
+            key/value heads, head width, declared embedding tie), read from the model's ``config``.
+        """
+        from adapters.architecture import Architecture
+
+        return Architecture.from_config(self.model.config)
+
+    def activation_bytes(self) -> int:
+        """Bytes of one activation value, which is also one KV-cache value.
+
+        Returns:
+            The item size of the model's float dtype (4 for float32, 2 for bfloat16/float16); 4 when the
+            model reports no float dtype (integer-weight models compute in float32).
+        """
+        from adapters.architecture import activation_bytes
+
+        return activation_bytes(self.model)
+
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes one token adds to one sequence, from the architecture.
+
+        Returns:
+            ``2 x num_layers x num_kv_heads x head_dim x activation_bytes()`` (keys and values).
+        """
+        return self.architecture().kv_bytes_per_token(self.activation_bytes())
+
+    def embedding_facts(self) -> EmbeddingFacts:
+        """How the input embedding table is stored, for the bytes a forward pass reads.
+
+        Returns:
+            An :class:`~adapters.architecture.EmbeddingFacts`: bytes of the input table stored apart from the
+            output head (0 when they share storage), bytes of one of its rows, and whether they share storage.
+            Read from the model's embedding modules (their own footprint, so quantized tables count as
+            stored); a model without them is described from :meth:`architecture` at the weights' mean bytes
+            per parameter.
+        """
+        from adapters.architecture import config_embedding_facts, module_embedding_facts
+
+        facts = module_embedding_facts(self.model)
+        if facts is not None:
+            return facts
+        return config_embedding_facts(self.architecture(), sum(self.weight_footprint().values()),
+                                      self.num_parameters())
+
+    def forward(self, input_ids: Any) -> Any:
+        """One forward pass over whole prompts (a prefill), without gradients.
+
+        Runs the model as it is configured (with its KV cache when the config enables one, which is then
+        discarded); the caller applies the thread count (:meth:`activate`) beforehand.
+
+        Args:
+            input_ids: token ids, shape ``(batch, length)``: a ``torch.LongTensor`` or nested lists of ints
+                (all rows the same length; no padding, no attention mask).
+
+        Returns:
+            The logits, a float tensor of shape ``(batch, length, vocab_size)``.
+        """
+        import torch
+
+        ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor(input_ids)
+        with torch.no_grad():
+            return self.model(input_ids=ids).logits
+
+    def measured_kv_bytes(self, input_ids: Any) -> float | None:
+        """KV-cache bytes per token actually held after a prefill with the cache on.
+
+        Args:
+            input_ids: token ids, shape ``(1, length)`` (a tensor or nested lists).
+
+        Returns:
+            The bytes of every key and value tensor in the returned ``past_key_values`` divided by
+            ``length``; None when the model returns no cache to measure.
+        """
+        import torch
+
+        ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor(input_ids)
+        with torch.no_grad():
+            cache = self.model(input_ids=ids, use_cache=True).past_key_values
+        tensors = [t for layer in getattr(cache, "layers", []) for t in (layer.keys, layer.values) if t is not None]
+        if not tensors and hasattr(cache, "to_legacy_cache"):
+            tensors = [t for kv in cache.to_legacy_cache() for t in kv]
+        if not tensors:
+            return None
+        return sum(t.numel() * t.element_size() for t in tensors) / ids.shape[1]
+
+    def can_generate(self) -> bool:
+        """Whether :meth:`generate_ids` can run (batched generation from token ids).
+
+        Returns:
+            True when the model has a ``generate``; a backend without it is timed through :meth:`stream`
+            (one prompt at a time).
+        """
+        return hasattr(self.model, "generate")
+
+    def decoding_kwargs(self) -> dict[str, Any]:
+        """The handle's decoding settings as :meth:`generate_ids` applies them.
+
+        Returns:
+            ``generation_kwargs`` without ``seed`` (see :meth:`seed_sampling`), greedy (``do_sample=False``)
+            and one beam (``num_beams=1``) unless they say otherwise.
+        """
+        gen = {k: v for k, v in self.generation_kwargs.items() if k != "seed"}
+        gen.setdefault("do_sample", False)
+        gen.setdefault("num_beams", 1)
+        return gen
+
+    def seed_sampling(self, seed: int | None = None) -> None:
+        """Seed the sampler so that a sampled generation draws the same tokens on every call.
+
+        Args:
+            seed: the seed; None takes ``generation_kwargs["seed"]``, and does nothing when that is unset.
+        """
+        if seed is None:
+            seed = self.generation_kwargs.get("seed")
+        if seed is not None:
+            import torch
+
+            torch.manual_seed(int(seed))
+
+    def generate_ids(self, input_ids: Any, max_new_tokens: int, **kwargs: Any) -> Any:
+        """Generate from token ids with the handle's decoding settings, without gradients.
+
+        Does not seed (call :meth:`seed_sampling` first for seeded sampling) and pads with the tokenizer's
+        pad token (its EOS when it has none); every row attends to all of its prompt.
+
+        Args:
+            input_ids: prompts of equal length, shape ``(batch, length)``: a ``torch.LongTensor`` (on the
+                model's device) or nested lists of ints.
+            max_new_tokens: most tokens generated per sequence.
+            **kwargs: ``transformers`` ``generate`` arguments that override :meth:`decoding_kwargs`
+                (e.g. ``min_new_tokens``, ``logits_processor``).
+
+        Returns:
+            The token ids, prompt included, shape ``(batch, length + generated)``, as ``generate`` returns them.
+        """
+        import torch
+
+        ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor(input_ids)
+        tok = self.tokenizer
+        gen = {"pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+               **self.decoding_kwargs(), **kwargs}
+        with torch.no_grad():
+            return self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                       max_new_tokens=max_new_tokens, **gen)
+
+    def place(self, device: str = "cpu", dtype: str = "float32") -> ModelHandle:
+        """This handle with its float torch weights on ``device`` in ``dtype`` (:func:`adapters.runtime.place`).
+
+        Args:
+            device: ``cpu``, ``cuda`` or ``cuda:N``.
+            dtype: ``float32``, ``bfloat16`` or ``float16``.
+
+        Returns:
+            A handle on a cast copy of the model when its weights differ (format and lineage kept, no step
+            recorded); this handle itself when they already match, and for quantized torch formats and
+            other backends (their weights keep their own dtype).
+        """
+        from adapters.runtime import place
+
+        return place(self, device, dtype)
+
+    def move(self, device: str | None = None, dtype: str | None = None) -> dict[str, str | None]:
+        """Cast and move this handle's own model in place, with no second copy of the weights (for a
+        process that owns the handle, e.g. the memory suite's child).
+
+        Args:
+            device: move a torch-backend model (any torch format) to it; None or empty: stay.
+            dtype: cast float torch weights (formats ``torch``, ``torch-sparse``, ``torch-lowrank``,
+                ``compressed-tensors``) to it; None or empty, quantized formats and other backends: keep.
+
+        Returns:
+            ``{"device": ..., "dtype": ...}``: what was applied, None for what was not.
+        """
+        from adapters import formats as F
+
+        applied: dict[str, str | None] = {"device": None, "dtype": None}
+        if self.backend != "torch":
+            return applied
+        import torch
+
+        if dtype and self.format in F.FLOAT_TORCH + (F.COMPRESSED,):
+            self.model.to(dtype=getattr(torch, dtype))
+            applied["dtype"] = dtype
+        if device:
+            self.model.to(device)
+            applied["device"] = device
+        return applied
 
     # -- footprint -----------------------------------------------------------------------------
     def weight_footprint(self) -> dict[str, int]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.architecture import activation_bytes, kv_bytes_per_token  # noqa: F401  (re-exported)
 from suites._measure import LoadMeter
 from suites.base import Metric
 
@@ -192,63 +193,6 @@ def ceilings(threads: int = 1, refresh: bool = False, dtype: str = "float32") ->
     return {**found, "cached": False, "remeasured": old is not None}
 
 
-def activation_bytes(model: Any) -> int:
-    """Bytes per activation (and KV-cache) value: the model's float dtype, fp32 for integer-weight models."""
-    dtype: Any = getattr(model, "dtype", None)
-    return int(dtype.itemsize) if getattr(dtype, "is_floating_point", False) else 4
-
-
-def kv_bytes_per_token(config: Any, bytes_per_value: int) -> int:
-    """Bytes of K and V cache per token per sequence: 2 x layers x kv heads x head dim x bytes per value."""
-    heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return 2 * config.num_hidden_layers * kv * head_dim * bytes_per_value
-
-
-def _weight_of(module: Any) -> Any:
-    w = getattr(module, "weight", None)
-    return w() if callable(w) and not hasattr(w, "shape") else w  # torch's dynamic-quantized Linear: a method
-
-
-def _same_storage(a: Any, b: Any) -> bool:
-    if a is b:
-        return True
-    try:
-        return bool(a.data_ptr() == b.data_ptr() and a.data_ptr() != 0)
-    except Exception:  # quantized tensor subclasses without a plain storage
-        return False
-
-
-def embedding_facts(model: Any, weight_bytes: int, params: int) -> tuple[int, int, bool]:
-    """(bytes of the input embedding table stored apart from the output head, bytes of one of its rows, tied).
-
-    Tied means the input table and the output head share storage: the footprint holds it once and the head
-    reads it whole, so nothing is stored apart (0). Untied (or a tie broken by a technique that re-stored the
-    head, e.g. quantized it), the input table is stored apart but a step reads only the rows of its tokens.
-    From the model's ``get_input_embeddings``/``get_output_embeddings`` where it has them (bytes from the
-    table's own footprint, so quantized tables count as stored); otherwise (an ONNX graph) from the config's
-    ``tie_word_embeddings`` and ``vocab_size x hidden_size`` at the weights' mean bytes per parameter.
-    """
-    from adapters.footprint import weight_footprint
-
-    config = model.config
-    get_in, get_out = getattr(model, "get_input_embeddings", None), getattr(model, "get_output_embeddings", None)
-    emb = get_in() if callable(get_in) else None
-    table_w = _weight_of(emb) if emb is not None else None
-    if table_w is not None:
-        table = sum(weight_footprint(emb).values())
-        rows = int(getattr(emb, "num_embeddings", 0) or table_w.shape[0])
-        head = get_out() if callable(get_out) else None
-        head_w = _weight_of(head) if head is not None else None
-        tied = head_w is not None and _same_storage(table_w, head_w)
-        return (0 if tied else table), table // max(1, rows), tied
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-    per_param = weight_bytes / params if params else 4.0
-    table = int(config.vocab_size * config.hidden_size * per_param)
-    return (0 if tied else table), table // config.vocab_size, tied
-
-
 @dataclass(frozen=True)
 class RooflineInputs:
     """What a forward pass must move and compute, from the model's footprint and config.
@@ -285,18 +229,17 @@ class RooflineInputs:
 
     @classmethod
     def of(cls, handle: Any) -> RooflineInputs:
-        model = handle.model
-        config, value_bytes = model.config, activation_bytes(model)
-        head = config.vocab_size * config.hidden_size
+        """The inputs for ``handle``, from its runtime interface only: :meth:`~adapters.handle.ModelHandle.architecture`,
+        ``weight_footprint``, ``num_parameters``, ``embedding_facts``, ``kv_bytes_per_token`` and its decoding beams."""
+        arch = handle.architecture()
+        head = arch.head_params
         weight_bytes, params = sum(handle.weight_footprint().values()), handle.num_parameters()
-        table, row, tied = embedding_facts(model, weight_bytes, params)
-        heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        emb = handle.embedding_facts()
         return cls(weight_bytes=weight_bytes,
-                   body_params=max(0, params - (1 if tied else 2) * head), head_params=head,
-                   kv_bytes_per_token=kv_bytes_per_token(config, value_bytes), layers=config.num_hidden_layers,
-                   attn_dim=heads * head_dim, beams=int(handle.generation_kwargs.get("num_beams", 1) or 1),
-                   input_table_bytes=table, embedding_row_bytes=row, tied=tied)
+                   body_params=max(0, params - (1 if emb.tied else 2) * head), head_params=head,
+                   kv_bytes_per_token=handle.kv_bytes_per_token(), layers=arch.num_layers,
+                   attn_dim=arch.attn_dim, beams=int(handle.generation_kwargs.get("num_beams", 1) or 1),
+                   input_table_bytes=emb.input_table_bytes, embedding_row_bytes=emb.row_bytes, tied=emb.tied)
 
     @property
     def weights_read_bytes(self) -> int:

@@ -18,6 +18,7 @@ import torch
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from adapters.architecture import EmbeddingFacts
 from adapters.handle import ModelHandle
 
 _LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
@@ -138,7 +139,24 @@ def onnx_footprint(onnx_file: Path) -> dict[str, int]:
 
 
 class OrtHandle(ModelHandle):
-    """A handle on the ``onnxruntime`` backend: footprint from the ONNX file, threads set on the session."""
+    """A handle on the ``onnxruntime`` backend: footprint from the ONNX file, threads set on the session.
+
+    The runtime interface is :class:`ModelHandle`'s over :class:`OrtCausalLM` (its forward runs the session;
+    ``generate`` is transformers'), except where the session differs from a torch model: it computes in
+    float32 and has no torch embedding modules.
+    """
+
+    def activation_bytes(self) -> int:
+        """Bytes of one activation or KV-cache value: 4, the session runs the exported graph in float32."""
+        return 4
+
+    def embedding_facts(self) -> EmbeddingFacts:
+        """How the input embedding is stored, from the config (the graph has no embedding module): tied as
+        ``tie_word_embeddings`` declares, the table at the graph initializers' mean bytes per parameter."""
+        from adapters.architecture import config_embedding_facts
+
+        return config_embedding_facts(self.architecture(), sum(self.weight_footprint().values()),
+                                      self.num_parameters())
 
     def weight_footprint(self) -> dict[str, int]:
         return onnx_footprint(self.model.onnx_file)

@@ -86,8 +86,7 @@ class EnergySuite(Suite):
         batch = torch.tensor(ids)
 
         def prefill() -> int:
-            with torch.no_grad():
-                handle.model(input_ids=batch)
+            handle.forward(batch)
             return conf["prompt_tokens"]
 
         def decode() -> int:  # each call also prefills once: that share is removed in phase_metrics

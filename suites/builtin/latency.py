@@ -62,20 +62,19 @@ def prompt_ids(handle: ModelHandle, length: int, batch: int, seed: int) -> list[
 
 
 def decoding_kwargs(handle: ModelHandle) -> dict[str, Any]:
-    """The handle's generation settings for ``generate`` (greedy unless the handle says otherwise)."""
-    gen = {k: v for k, v in handle.generation_kwargs.items() if k != "seed"}
-    gen.setdefault("do_sample", False)
-    gen.setdefault("num_beams", 1)
-    return gen
+    """The handle's generation settings for ``generate`` (greedy unless the handle says otherwise):
+    :meth:`ModelHandle.decoding_kwargs`."""
+    return handle.decoding_kwargs()
 
 
 def timed_generate(handle: ModelHandle, prompts: list[list[int]], new_tokens: int) -> list[float]:
     """Seconds from the call to each decoding step's logits (one timestamp per step, all rows at once).
 
-    Runs the handle's model ``generate`` with the handle's decoding settings and exactly ``new_tokens``
-    steps. A backend without ``generate`` is timed through :meth:`ModelHandle.stream` (batch 1 only).
+    Runs the handle's :meth:`~ModelHandle.generate_ids` with the handle's decoding settings (seeded first by
+    :meth:`~ModelHandle.seed_sampling`) and exactly ``new_tokens`` steps. A backend that cannot generate
+    from ids (:meth:`~ModelHandle.can_generate`) is timed through :meth:`ModelHandle.stream` (batch 1 only).
     """
-    if not hasattr(handle.model, "generate"):
+    if not handle.can_generate():
         if len(prompts) != 1:
             raise ValueError(f"latency: backend {handle.backend} streams one prompt at a time, batch {len(prompts)}")
         return [e.time_s for e in handle.stream(prompts[0], max_new_tokens=new_tokens, min_new_tokens=new_tokens)]
@@ -89,16 +88,10 @@ def timed_generate(handle: ModelHandle, prompts: list[list[int]], new_tokens: in
             stamps.append(time.perf_counter() - start)
             return scores
 
-    if "seed" in handle.generation_kwargs:  # seeded sampling: every repeat draws the same tokens
-        torch.manual_seed(int(handle.generation_kwargs["seed"]))
+    handle.seed_sampling()  # seeded sampling: every repeat draws the same tokens
     ids = torch.tensor(prompts)
-    tok = handle.tokenizer
     start = time.perf_counter()
-    with torch.no_grad():
-        handle.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, logits_processor=LogitsProcessorList([Stamp()]),
-                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                              **decoding_kwargs(handle))
+    handle.generate_ids(ids, new_tokens, min_new_tokens=new_tokens, logits_processor=LogitsProcessorList([Stamp()]))
     return stamps
 
 

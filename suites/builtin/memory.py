@@ -28,7 +28,6 @@ from adapters.handle import HANDLE_FILE
 from suites._measure import describe, none_if_nan, option
 from suites.base import Metric, Suite, SuiteContext, SuiteResult, suite
 from suites.builtin.latency import decoding_kwargs, prompt_ids
-from suites.ceilings import activation_bytes, kv_bytes_per_token
 
 if TYPE_CHECKING:
     from adapters.handle import ModelHandle
@@ -48,7 +47,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 set_threads(args["threads"])
 from adapters.handle import ModelHandle
 from adapters.sources import load_source
-from adapters import formats as F
 out = {}
 with PeakRSS(children=False) as m:
     if args["artifact"]:
@@ -56,24 +54,20 @@ with PeakRSS(children=False) as m:
     else:
         h = load_source(args["source"], threads=args["threads"])
     # the profile's dtype, as the harness casts float weights before a suite runs (quantized ones keep theirs)
-    cast = bool(args["dtype"]) and h.backend == "torch" and h.format in F.FLOAT_TORCH + (F.COMPRESSED,)
-    if cast:
-        h.model.to(dtype=getattr(torch, args["dtype"]))
+    applied = h.move(dtype=args["dtype"])
 out["before_load"], out["load_peak"], out["after_load"] = m.start_rss, m.peak, m.sample()
 out["status_after_load"] = proc_status()
-out["dtype_applied"] = args["dtype"] if cast else None
+out["dtype_applied"] = applied["dtype"]
 cuda = args["device"].startswith("cuda") and torch.cuda.is_available() and h.backend == "torch"
 ids = torch.tensor(args["prompt"])
 if cuda:
-    h.model.to(args["device"])
+    h.move(device=args["device"])
     ids = ids.to(args["device"])
     torch.cuda.reset_peak_memory_stats()
-if args["seed"] is not None:  # seeded sampling
-    torch.manual_seed(int(args["seed"]))
-pad = h.tokenizer.pad_token_id if h.tokenizer.pad_token_id is not None else h.tokenizer.eos_token_id
-with PeakRSS(children=False) as g, torch.no_grad():
-    h.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args["new_tokens"],
-                     min_new_tokens=args["new_tokens"], pad_token_id=pad, **args["generation"])
+h.generation_kwargs = dict(args["generation"])  # the path's decoding settings (an ancestor may have been loaded)
+h.seed_sampling(args["seed"])  # seeded sampling
+with PeakRSS(children=False) as g:
+    h.generate_ids(ids, args["new_tokens"], min_new_tokens=args["new_tokens"])
 out["generate_peak"] = g.peak
 out["status_after_generate"] = proc_status()
 if cuda:
@@ -238,30 +232,14 @@ def static_metrics(handle: ModelHandle) -> list[Metric]:
                   "counted:state_dict") for dtype, nbytes in sorted(foot.items())]
     out.append(Metric("memory", "weights", "weight_bytes", float(sum(foot.values())), 0.0, 1, "bytes", False,
                       "counted:state_dict", {"by_dtype": foot}))
-    value_bytes = activation_bytes(handle.model)
-    out.append(Metric("memory", "kv_cache", "kv_bytes_per_token", float(kv_bytes_per_token(handle.model.config,
-                      value_bytes)), 0.0, 1, "bytes", False, "derived:2*layers*kv_heads*head_dim*dtype_bytes",
-                      {"dtype_bytes": value_bytes}))
-    measured = _measured_kv(handle)
+    value_bytes = handle.activation_bytes()
+    out.append(Metric("memory", "kv_cache", "kv_bytes_per_token", float(handle.kv_bytes_per_token()), 0.0, 1,
+                      "bytes", False, "derived:2*layers*kv_heads*head_dim*dtype_bytes", {"dtype_bytes": value_bytes}))
+    measured = handle.measured_kv_bytes(prompt_ids(handle, 64, 1, 0))
     if measured is not None:  # a backend whose forward returns no cache object has nothing to measure
         out.append(Metric("memory", "kv_cache", "kv_bytes_per_token_measured", measured, 0.0, 1, "bytes", False,
                           "measured:past_key_values-nbytes"))
     return out
-
-
-def _measured_kv(handle: ModelHandle) -> float | None:
-    """Bytes of an actual ``past_key_values`` per prompt token (None when the model returns none)."""
-    import torch
-
-    ids = torch.tensor(prompt_ids(handle, 64, 1, 0))
-    with torch.no_grad():
-        cache = handle.model(input_ids=ids, use_cache=True).past_key_values
-    tensors = [t for layer in getattr(cache, "layers", []) for t in (layer.keys, layer.values) if t is not None]
-    if not tensors and hasattr(cache, "to_legacy_cache"):
-        tensors = [t for kv in cache.to_legacy_cache() for t in kv]
-    if not tensors:
-        return None
-    return sum(t.numel() * t.element_size() for t in tensors) / ids.shape[1]
 
 
 def _inference_time(technique: str) -> bool:

@@ -195,7 +195,7 @@ class QualitySuite(Suite):
         import psutil
 
         lm = handle.lm(max_length)
-        vocab = getattr(getattr(handle.model, "config", None), "vocab_size", None) or len(handle.tokenizer)
+        vocab = handle.architecture().vocab_size or len(handle.tokenizer)
         return rolling_batch_limit(batch, int(lm.max_length), int(vocab), psutil.virtual_memory().available)
 
     @staticmethod
