@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from adapters.errors import UsageError
-from leaderboard.data import SiteData, load, page_name
+from leaderboard.data import LOAD_NOTE, UPPER_NOTE, SiteData, load, page_name
 from leaderboard.pages import Lineage
 from leaderboard.pareto import Point, svg
 
@@ -94,8 +94,10 @@ def _write(path: Path, text: str) -> None:
 def _overview(data: SiteData) -> dict[str, Any]:
     keys = ["path_id", "path_name", "base", "hardware_profile", "techniques", "page"]
     for h in data.headlines:
-        keys += [h["name"], f"{h['name']}_stderr", f"{h['name']}_estimate"]
-    return {"headlines": data.headlines, "paths": [[p.get(k) for k in keys] for p in data.paths], "keys": keys}
+        keys += [h["name"], f"{h['name']}_stderr", f"{h['name']}_estimate", f"{h['name']}_under_load",
+                 f"{h['name']}_load", f"{h['name']}_upper_bound"]
+    return {"headlines": data.headlines, "paths": [[p.get(k) for k in keys] for p in data.paths], "keys": keys,
+            "notes": {"load": LOAD_NOTE, "upper_bound": UPPER_NOTE}}
 
 
 def _write_compare_data(out: Path, data: SiteData) -> None:

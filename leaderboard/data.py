@@ -17,6 +17,7 @@ from typing import Any
 
 from results.queries import headline_metrics, paths_overview, rows
 from results.store import connect
+from results.views import HEADLINES
 
 _KEY = ("suite", "task", "metric", "unit", "higher_is_better", "method", "is_estimate")
 _SITE_METRICS = """
@@ -24,13 +25,52 @@ CREATE TEMP TABLE site_metrics AS
 SELECT path_id, suite, task, metric, CASE WHEN isfinite(value) THEN value END AS value,
        CASE WHEN isfinite(stderr) THEN stderr END AS stderr, n, coalesce(unit, '') AS unit,
        coalesce(higher_is_better, false) AS higher_is_better, coalesce(method, '') AS method,
-       coalesce(is_estimate, false) AS is_estimate
+       coalesce(is_estimate, false) AS is_estimate,
+       coalesce(TRY_CAST(json_extract_string(details, '$.under_load') AS BOOLEAN), false) AS under_load,
+       CASE WHEN isfinite(TRY_CAST(json_extract_string(details, '$.foreign_load') AS DOUBLE))
+            THEN TRY_CAST(json_extract_string(details, '$.foreign_load') AS DOUBLE) END AS foreign_load,
+       coalesce(json_extract_string(details, '$.value_is') = 'upper_bound'
+                OR TRY_CAST(json_extract_string(details, '$.resolved') AS BOOLEAN) = false, false) AS upper_bound,
+       coalesce(TRY_CAST(json_extract_string(details, '$.bound_valid') AS BOOLEAN) = false, false) AS bound_invalid,
+       json_extract_string(details, '$.bound_invalid_reason') AS bound_reason
 FROM metrics_long
 """
+# Tooltips of the markers below; no quotes in them, they go into SQL strings and HTML attributes as they are.
+LOAD_NOTE = "measured while other processes used {load} CPU cores; compare with care"
+UPPER_NOTE = ("an upper bound, not a measurement: the energy above idle was below its noise, so the true value "
+              "is at most this")
+INVALID_NOTE = "roofline bound not valid"
+
+
+def _esc(col: str) -> str:
+    """SQL escaping a text column for HTML text and attributes, as :func:`html.escape` does."""
+    out = col
+    for ch, ent in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("''", "&#x27;")):
+        out = f"replace({out}, '{ch}', '{ent}')"
+    return out
+
+
+def _sql_text(text: str) -> str:
+    """A Python string (with ``{load}`` for the foreign load) as an SQL string expression."""
+    load_sql = "' || printf('%.2g', foreign_load) || '"
+    return "'" + text.replace("'", "''").replace("{load}", load_sql) + "'"
+
+
+# Markers of a metric row's value (from its ``details``), built in SQL like the rows: "≤" before an upper
+# bound; after the value, "⚠ load N cores" when measured while other processes loaded the CPU, and "invalid
+# bound" (the reason in the tooltip) for a roofline bound that does not hold. Only numbers and escaped text.
+_PRE = f"""CASE WHEN upper_bound THEN {_sql_text(f'<span class="ub" title="{UPPER_NOTE}">≤</span>')} ELSE '' END"""
+_POST = (
+    "CASE WHEN NOT under_load THEN '' WHEN foreign_load IS NULL THEN "
+    + _sql_text(f' <span class="load" title="{LOAD_NOTE.format(load="over 0.25")}">⚠ under load</span>')
+    + " ELSE " + _sql_text(f' <span class="load" title="{LOAD_NOTE}">⚠ load {{load}} cores</span>') + " END"
+    + " || CASE WHEN NOT bound_invalid THEN '' ELSE ' <span class=\"invalid\" title=\"' || "
+    + _esc(f"coalesce('{INVALID_NOTE}: ' || bound_reason, '{INVALID_NOTE}')") + " || '\">invalid bound</span>' END"
+)
 _SITE_ROWS = f"""
 CREATE TEMP TABLE site_rows AS
-SELECT path_id, kid, value, stderr, n, idx FROM site_metrics JOIN site_keys USING ({", ".join(_KEY)})
-JOIN site_ids USING (path_id)
+SELECT path_id, kid, value, stderr, n, idx, {_PRE} AS pre, {_POST} AS post
+FROM site_metrics JOIN site_keys USING ({", ".join(_KEY)}) JOIN site_ids USING (path_id)
 """
 
 
@@ -44,7 +84,7 @@ def _num(col: str) -> str:
 
 # Built by DuckDB, not Python: half a million metric rows turned into Python objects cost seconds. Text
 # fields live in the small key table, escaped by Python (``head``/``tail``); rows carry numbers only.
-_ROW = (f"""head || {_num('value')} || '</td><td class="num">' || {_num('stderr')} || """
+_ROW = (f"""head || pre || {_num('value')} || post || '</td><td class="num">' || {_num('stderr')} || """
         """'</td><td class="num">' || coalesce(n::VARCHAR, '—') || tail""")
 _QUERIES = {
     "metric_html": f"SELECT path_id, string_agg({_ROW}, '' ORDER BY kid) FROM site_rows JOIN site_keys USING (kid)"
@@ -61,10 +101,11 @@ class SiteData:
 
     Attributes:
         headlines: the headline columns (name, label, suite, unit, higher_is_better).
-        paths: one dict per path (the ``leaderboard`` view plus chain, spec_snippet, leaf_hash, page, run_id),
-            in display order.
+        paths: one dict per path (the ``leaderboard`` view plus chain, spec_snippet, leaf_hash, page, run_id,
+            and per headline ``<name>_under_load``, ``<name>_load``, ``<name>_upper_bound``), in display order.
         metric_html: path id -> the HTML rows of its metrics table (suite, task, metric, value, stderr, n,
-            unit, direction, method; estimates marked), every text escaped.
+            unit, direction, method; estimates, upper bounds, measurements under load and invalid roofline
+            bounds marked, from the metric's ``details``), every text escaped.
         nodes: node hash -> node record (technique, params, status, error, traceback, costs, and from schema
             v4 on: ``format`` (output), ``input_format``, ``conversion`` and ``report``; None when unrecorded).
         failed_suite_runs: (node hash, hardware profile) -> suite runs whose status is not ``ok``.
@@ -109,6 +150,7 @@ def load(db: str | Path) -> SiteData:
         con.execute(_SITE_METRICS)
         con.execute("CREATE TEMP TABLE site_ids AS SELECT unnest(?::VARCHAR[]) AS path_id, unnest(range(?)) AS idx",
                     [ids, len(ids)])
+        _attach_headline_flags(con, data.paths)
         data.keys = _key_table(con)
         con.execute(_SITE_ROWS)
         data.metric_html = dict(con.execute(_QUERIES["metric_html"]).fetchall())
@@ -169,6 +211,30 @@ def _attach_path_fields(con: Any, paths: list[dict[str, Any]]) -> None:
         chain, snippet, leaf, run_id = extra.get(p["path_id"], (None, None, None, None))
         p.update(chain=json.loads(chain) if chain else [], spec_snippet=snippet, leaf_hash=leaf, run_id=run_id,
                  page=page_name(p["path_id"]))
+
+
+def _headline_flags_sql() -> str:
+    """Per path and headline, from its metrics' ``details``: ``<name>_under_load`` (any measured under
+    load), ``<name>_load`` (the highest foreign load among those, in CPU cores) and ``<name>_upper_bound``
+    (any is an upper bound, so the mean is one too); the headline's metrics are those of the ``leaderboard``
+    view (:data:`results.views.HEADLINES`)."""
+    cols = []
+    for h in HEADLINES:
+        like = " OR ".join(f"metric LIKE '{m}'" for m in h.metrics)
+        where = f"suite = '{h.suite}' AND task LIKE '{h.task}' AND ({like})"
+        cols.append(f"bool_or(under_load) FILTER (WHERE {where}) AS {h.name}_under_load, "
+                    f"max(foreign_load) FILTER (WHERE {where} AND under_load) AS {h.name}_load, "
+                    f"bool_or(upper_bound) FILTER (WHERE {where}) AS {h.name}_upper_bound")
+    return f"SELECT path_id, {', '.join(cols)} FROM site_metrics GROUP BY path_id"
+
+
+def _attach_headline_flags(con: Any, paths: list[dict[str, Any]]) -> None:
+    """Add the headline flags of :func:`_headline_flags_sql` to each overview row (None without metrics)."""
+    found = {r["path_id"]: r for r in rows(con, _headline_flags_sql())}
+    names = [f"{h.name}_{f}" for h in HEADLINES for f in ("under_load", "load", "upper_bound")]
+    for p in paths:
+        r = found.get(p["path_id"], {})
+        p.update({k: r.get(k) for k in names})
 
 
 def _key_table(con: Any) -> list[list[Any]]:

@@ -18,8 +18,8 @@ function fmtErr(v, unit) {
   if (unit === "bytes" && Math.abs(v) >= 1e6) return (v / 1048576).toFixed(1) + " MiB";
   return Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(1) : Number(v.toPrecision(2)).toString();
 }
-function withErr(v, se, unit, est) {
-  return (est ? "~" : "") + fmt(v, unit) + (se !== null && se !== undefined && v !== null ? " ± " + fmtErr(se, unit) : "");
+function withErr(v, se, unit, est, upper) {
+  return (est ? "~" : "") + (upper ? "≤" : "") + fmt(v, unit) + (se !== null && se !== undefined && v !== null ? " ± " + fmtErr(se, unit) : "");
 }
 function cell(tr, text, cls) {
   const td = document.createElement("td");
@@ -93,9 +93,17 @@ function initOverview() {
       cell(tr, p.hardware_profile);
       cell(tr, p.base || "—");
       heads.forEach(h => {
-        const est = p[h.name + "_estimate"];
-        const td = cell(tr, withErr(p[h.name], p[h.name + "_stderr"], h.unit, est), "num" + (est ? " est" : ""));
-        if (est) td.title = "estimated, not measured";
+        // markers: ~ estimated, ≤ an upper bound, ⚠ measured while other processes loaded the CPU
+        const est = p[h.name + "_estimate"], upper = p[h.name + "_upper_bound"], busy = p[h.name + "_under_load"];
+        const load = p[h.name + "_load"];
+        const td = cell(tr, withErr(p[h.name], p[h.name + "_stderr"], h.unit, est, upper) + (busy ? " ⚠" : ""),
+                        "num" + (est ? " est" : "") + (busy ? " under-load" : "") + (upper ? " upper-bound" : ""));
+        const notes = [];
+        if (est) notes.push("estimated, not measured");
+        if (upper) notes.push(data.notes.upper_bound);
+        if (busy) notes.push(data.notes.load.replace("{load}", load === null || load === undefined
+          ? "over 0.25" : Number(load.toPrecision(2)).toString()));
+        if (notes.length) td.title = notes.join("; ");
       });
       tbody.appendChild(tr);
     });

@@ -228,3 +228,51 @@ def test_frontier_is_exactly_the_non_dominated_set():
         want = {(p.x, p.y) for p in pts if not any(q.x <= p.x and q.y >= p.y and (q.x, q.y) != (p.x, p.y)
                                                    for q in pts)}
         assert got == want
+
+
+def _metric_rows(page: str) -> dict[str, str]:
+    """metric name -> its row's HTML in a path page's metric table."""
+    body = page[page.index('<table class="metrics">'):]
+    body = body[:body.index("</table>")]
+    return {re.findall(r"<td>(.*?)</td>", row)[2]: row for row in re.findall(r"<tr><td>.*?</tr>", body)}
+
+
+def test_load_upper_bound_and_invalid_bound_are_marked(tmp_path: Path):
+    db = tmp_path / "results.duckdb"
+    common = {"acc_correct": outcomes(50, 0.6, 1), "latency": latencies(10, 0.05, 1), "energy": 0.5}
+    write_run(db, "r1", {
+        "loaded": {**common, "latency_details": {"foreign_load": 0.6, "under_load": True},
+                   "energy_details": {"resolved": False, "value_is": "upper_bound"}},
+        "busy": {**common, "latency_details": {"foreign_load": 0.1, "under_load": False, "bound_valid": False,
+                                               "bound_invalid_reason": HOSTILE},
+                 "energy_details": {"foreign_load": 1.234, "under_load": True}},
+        "plain": common,
+    })
+    site = build_site(db, tmp_path / "site")
+    loaded = _metric_rows((site / "paths" / "p-loaded.html").read_text())
+    assert '<span class="load" title="measured while other processes used 0.6 CPU cores; compare with care">' \
+           "⚠ load 0.6 cores</span>" in loaded["itl_s"]
+    assert re.search(r'>~<span class="ub" title="an upper bound[^"]*">≤</span>0\.5 ?<', loaded["decode_j_per_token"])
+    assert "⚠" not in loaded["decode_j_per_token"] and "≤" not in loaded["itl_s"] and "acc" in loaded
+    busy_page = (site / "paths" / "p-busy.html").read_text()
+    busy = _metric_rows(busy_page)
+    assert "⚠ load 1.2 cores" in busy["decode_j_per_token"] and "⚠" not in busy["itl_s"]  # 0.1 is not under load
+    assert ('<span class="invalid" title="roofline bound not valid: &lt;script&gt;alert(1)&lt;/script&gt;">'
+            "invalid bound</span>") in busy["itl_s"]
+    assert "<script>alert" not in busy_page
+    plain_page = (site / "paths" / "p-plain.html").read_text()
+    for row in _metric_rows(plain_page).values():  # no details: no marker
+        assert "⚠" not in row and "≤" not in row and "invalid bound" not in row and "<span" not in row
+    assert "⚠ load N cores" in plain_page and "invalid bound</span> the" in plain_page  # the legend explains them
+    index = (site / "index.html").read_text()
+    data = json.loads(re.search(r'id="site-data">(.*?)</script>', index, re.S).group(1))  # type: ignore[union-attr]
+    rows = {r[data["keys"].index("path_name")]: dict(zip(data["keys"], r, strict=True)) for r in data["paths"]}
+    assert rows["loaded"]["energy_per_token_upper_bound"] is True and not rows["loaded"]["energy_per_token_under_load"]
+    assert rows["busy"]["energy_per_token_under_load"] is True and rows["busy"]["energy_per_token_load"] == 1.234
+    assert not rows["busy"]["energy_per_token_upper_bound"] and not rows["busy"]["quality_under_load"]
+    assert not any(rows["plain"][f"{h}_{f}"] for h in ("quality", "energy_per_token")
+                   for f in ("under_load", "load", "upper_bound"))
+    assert "{load} CPU cores" in data["notes"]["load"] and "upper bound" in data["notes"]["upper_bound"]
+    assert '<span class="load">⚠</span> measured while other processes' in index  # the overview legend
+    script = (site / "static" / "site.js").read_text()
+    assert '"_under_load"' in script and '"_upper_bound"' in script and " ⚠" in script

@@ -14,14 +14,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def metric(suite: str, task: str, name: str, value: float, stderr: float | None, n: int, unit: str,
-           hib: bool, method: str) -> dict[str, Any]:
+           hib: bool, method: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return dict(suite=suite, task=task, name=name, value=value, stderr=stderr, n=n, unit=unit,
-                higher_is_better=hib, method=method, details={})
+                higher_is_better=hib, method=method, details=details or {})
 
 
 def write_run(db: Path, run_id: str, paths: dict[str, dict[str, Any]], source_format: str | None = None) -> None:
     """``paths``: name -> {acc_correct: list[bool], latency: list[float] (s), energy: float}, and optionally
-    sparsity, and the step's ``format``, ``report`` and ``lineage_step`` (schema v4; absent: null, as in a
+    sparsity, the ``details`` of the latency and energy metrics (``latency_details``, ``energy_details``), and
+    the step's ``format``, ``report`` and ``lineage_step`` (schema v4; absent: null, as in a
     database written before v4). ``source_format``: the artifact format of the shared source node."""
     store = ResultStore(db)
     store.start_run(run_id=run_id, spec_name="t", spec={}, spec_text="", environment={"cpu_model": "x"},
@@ -55,9 +56,9 @@ def write_run(db: Path, run_id: str, paths: dict[str, dict[str, Any]], source_fo
             run_key=f"l-{name}", node_hash=leaf, suite="latency", profile="quick", hardware_profile="cpu-1t",
             settings={}, status="ok", wall_time_s=2.0,
             metrics=[metric("latency", "decode@p16b1", "itl_s", med, 0.01 * med, len(lat), "s", False,
-                            "measured:perf_counter"),
+                            "measured:perf_counter", p.get("latency_details")),
                      metric("energy", "decode@p16b1", "decode_j_per_token", p["energy"], 0.02 * p["energy"], 5,
-                            "J/token", False, "estimated:codecarbon-cpu_load")],
+                            "J/token", False, "estimated:codecarbon-cpu_load", p.get("energy_details"))],
             samples=[], raw=[dict(suite="latency", task="decode@p16b1", name="itl_s", index=i, value=v, unit="s")
                              for i, v in enumerate(lat)]))
     store.finish_run(run_id, "ok")
