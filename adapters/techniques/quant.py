@@ -46,14 +46,12 @@ class QuantReport:
         bits: weight bits.
         group_size: input columns per scale (None: one scale per output channel).
         granularity: how scales were chosen.
-        weight_bytes: bytes of the quantized weights and their scales in memory.
     """
 
     layers: int
     bits: int
     group_size: int | None
     granularity: str
-    weight_bytes: int | None = None
 
 
 @dataclass(frozen=True)
