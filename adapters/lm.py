@@ -56,6 +56,17 @@ class HandleHFLM(HFLM):  # type: ignore[misc]
             max_length=max_length,
         )
 
+    # The harness draws its own progress: lm-eval's per-request bars ("Tokenizing inputs", "Running
+    # loglikelihood requests") would only clutter the console, so they are always off here.
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return super().loglikelihood(requests, disable_tqdm=True)  # type: ignore[no-any-return]
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        return super().loglikelihood_rolling(requests, disable_tqdm=True)  # type: ignore[no-any-return]
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        return super().generate_until(requests, disable_tqdm=True)  # type: ignore[no-any-return]
+
     def _model_generate(self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any) -> Any:
         merged = {**self.handle.generation_kwargs, **generation_kwargs}
         seed = merged.pop("seed", None)

@@ -14,8 +14,10 @@ paths. Few-shot count, chat template, batch size, threads and the subsample are 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -158,6 +160,26 @@ def pick_samples(tasks: dict[str, Any], n: int | None, seed: int) -> dict[str, l
     return picked
 
 
+@contextlib.contextmanager
+def quiet_git_hash() -> Iterator[None]:
+    """lm-eval records ``git describe`` of the current directory, and git prints "fatal: not a git repository"
+    on the console when it is not one: ask git with its error output silenced instead (same value)."""
+    import subprocess
+
+    from lm_eval import evaluator
+
+    def git_hash() -> str | None:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    original = evaluator.get_git_commit_hash
+    evaluator.get_git_commit_hash = git_hash
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
+
+
 @suite("quality")
 class QualitySuite(Suite):
     """Quality via lm-eval: built-in probes, local standard benchmarks, user YAML, any lm-eval task."""
@@ -205,12 +227,13 @@ class QualitySuite(Suite):
 
         lm = handle.lm(opts.max_length)
         lm.prefix_cache = opts.prefix_cache
-        out = simple_evaluate(
-            model=lm, tasks=objects, task_manager=tm, num_fewshot=opts.num_fewshot,
-            batch_size=opts.batch_size, apply_chat_template=opts.apply_chat_template,
-            samples=picked or None, log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, random_seed=seed,
-            numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-        )
+        with quiet_git_hash():
+            out = simple_evaluate(
+                model=lm, tasks=objects, task_manager=tm, num_fewshot=opts.num_fewshot,
+                batch_size=opts.batch_size, apply_chat_template=opts.apply_chat_template,
+                samples=picked or None, log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS, random_seed=seed,
+                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+            )
         if out is None:
             raise RuntimeError("lm-eval returned no results")
         return dict(out)

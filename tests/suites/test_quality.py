@@ -199,3 +199,21 @@ def test_prefix_cache_is_recorded_and_gives_lm_evals_accuracies(tiny_handle, tmp
     assert [(m.key, m.value, m.n) for m in shared.metrics] == [(m.key, m.value, m.n) for m in exact.metrics]
     pairs = [(a.loglikelihoods, b.loglikelihoods) for a, b in zip(shared.samples, exact.samples, strict=True)]
     assert all(a == pytest.approx(b, rel=1e-5, abs=1e-4) for a, b in pairs)
+
+
+def test_a_run_outside_a_git_repository_keeps_the_console_clean(tmp_path):
+    """No lm-eval progress bars and no git error on the console (the run directory is not a git repository)."""
+    import subprocess
+    import sys
+
+    code = ("from adapters.runtime import prepare_process; prepare_process()\n"
+            "from adapters.sources import load_source\n"
+            "from suites.base import SuiteContext\n"
+            "from suites.builtin.quality import QualitySuite\n"
+            "h = load_source('tiny-llama')\n"
+            "ctx = SuiteContext(profile='quick', options={'tasks': ['slm_agreement'], 'limit': 5}, seed=0,"
+            " workdir=__import__('pathlib').Path('.'))\n"
+            "print(len(QualitySuite().run(h, ctx).metrics))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fatal: not a git repository" not in out.stderr and "Tokenizing inputs" not in out.stderr, out.stderr
