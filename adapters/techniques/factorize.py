@@ -7,7 +7,6 @@ from typing import Any
 
 from adapters import formats as F
 from adapters.handle import ModelHandle
-from adapters.lowrank import LowRankLinear, replace_module
 from adapters.technique import Applied, Technique, TechniqueContext, technique
 from adapters.techniques._training import (
     calibration_batches,
@@ -70,6 +69,8 @@ def rank_for_energy(singular: Any, energy: float) -> int:
 
 def low_rank_pair(in_features: int, out_features: int, rank: int, bias: bool, dtype: Any = None) -> Any:
     """``LowRankLinear(A: in -> rank, B: rank -> out)``, the module a factorized layer becomes."""
+    from adapters.lowrank import LowRankLinear  # torch at import: only when a model is factorized
+
     return LowRankLinear(in_features, out_features, rank, bias=bias, dtype=dtype)
 
 
@@ -152,6 +153,8 @@ class SVDFactorize(Technique):
         return bool(params.activation_aware)  # plain SVD is deterministic; ASVD calibrates on seeded texts
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
+        from adapters.lowrank import replace_module
+
         p = self.params
         handle.activate()
         model = copied_model(handle)
