@@ -159,8 +159,9 @@ def record_text(record: Any) -> str:
 
 
 def resolve_records(ctx: Any, dataset: str | None = None, n: int = 1000) -> list[Any]:
-    """Records a technique should use: an upstream dataset node's output (``ctx.inputs["dataset"]``),
-    else the spec's named dataset ``dataset`` (``ctx.datasets``), else the seeded synthetic corpus."""
+    """Records a technique should use: its dataset input (``ctx.inputs["dataset"]``: the harness passes every
+    spec dataset a step names there), else ``ctx.datasets[dataset]`` (a caller's own named datasets), else the
+    seeded synthetic corpus."""
     if "dataset" in getattr(ctx, "inputs", {}):
         return list(ctx.inputs["dataset"])[:n]
     datasets = getattr(ctx, "datasets", {})

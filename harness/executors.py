@@ -69,10 +69,9 @@ def run_suite_on(mat: Materializer, run: SuiteRun, base_hash: str | None, workdi
         base = with_runtime(mat.handle(base_hash), run.hardware)
     options = dict(run.suite.options)
     artifact = mat.cache.path(run.node)
-    if artifact.is_dir():
-        options.setdefault("artifact_dir", str(artifact))
-    elif saved_handle_dir(mat.nodes[run.node]):  # a base written by ModelHandle.save reloads from itself
-        options.setdefault("artifact_dir", saved_handle_dir(mat.nodes[run.node]))
+    saved = None if artifact.is_dir() else saved_handle_dir(mat.nodes[run.node])
+    if artifact.is_dir() or saved:  # a base written by ModelHandle.save reloads from itself
+        options.setdefault("artifact_dir", saved or str(artifact))
     data = options.get("data_dir") or data_dir
     ctx = SuiteContext(profile=run.suite.profile, options=options, seed=seed, workdir=workdir,
                        hardware=run.hardware.as_dict(), data_dir=Path(str(data)) if data else None, base=base)
@@ -107,7 +106,7 @@ class InProcessExecutor:
         self.plan, self.workspace, self.data_dir = plan, workspace, data_dir
         hw = plan.paths[0].hardware if plan.paths else HardwareProfile("cpu-1t")
         self.mat = Materializer(plan.nodes, ArtifactCache(workspace / "artifacts"), hw, seed=plan.spec.seed,
-                                datasets=plan.spec.datasets, max_steps=plan.spec.max_steps,
+                                max_steps=plan.spec.max_steps,
                                 workdir=workspace / "work")
 
     def compute_node(self, h: str) -> Outcome:
@@ -151,7 +150,6 @@ class SubprocessExecutor:
             "op": op,
             "workspace": str(self.workspace),
             "nodes": {h: n.to_dict() for h, n in self.plan.nodes.items()},
-            "datasets": {k: dataclasses.asdict(v) for k, v in self.plan.spec.datasets.items()},
             "hardware": self.hw.as_dict(),
             "seed": self.plan.spec.seed,
             "max_steps": self.plan.spec.max_steps,

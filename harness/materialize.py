@@ -30,13 +30,12 @@ class Materializer:
     """
 
     def __init__(self, nodes: dict[str, Node], cache: ArtifactCache, hardware: HardwareProfile,
-                 seed: int = 0, datasets: dict[str, Any] | None = None, max_steps: int | None = None,
+                 seed: int = 0, max_steps: int | None = None,
                  workdir: Path | None = None, keep: int = 2):
         self.nodes = nodes
         self.cache = cache
         self.hardware = hardware
         self.seed = seed
-        self.dataset_specs = datasets or {}
         self.max_steps = max_steps
         self.workdir = workdir or cache.root.parent / "work"
         self.keep = keep
@@ -128,15 +127,6 @@ class Materializer:
         self._texts[h] = texts
         return texts
 
-    def named_datasets(self) -> dict[str, list[Any]]:
-        """Plain datasets of the spec by name (builtin or file), for ``ctx.datasets``."""
-        out = {}
-        for name, ds in self.dataset_specs.items():
-            if ds.steps or ds.source:
-                continue
-            out[name] = read_records(ds.path, limit=ds.n) if ds.path else synthetic_corpus(ds.n, self.seed)
-        return out
-
     # -- computing ----------------------------------------------------------------------------
     def context(self, node: Node) -> TechniqueContext:
         inputs: dict[str, Any] = {}
@@ -147,7 +137,7 @@ class Materializer:
         workdir = self.workdir / node.hash
         workdir.mkdir(parents=True, exist_ok=True)
         return TechniqueContext(seed=self.seed, workdir=workdir, hardware=self.hardware.as_dict(), inputs=inputs,
-                                datasets=self.named_datasets(), max_steps=self.max_steps)
+                                max_steps=self.max_steps)
 
     def _input(self, h: str) -> Any:
         return self.texts(h) if self.nodes[h].kind == "dataset" else self.handle(h)

@@ -22,17 +22,13 @@ def main(task_file: str, out_file: str) -> int:
     from harness.hardware import HardwareProfile
     from harness.materialize import Materializer
     from harness.plan import SuiteRun
-    from harness.spec import DatasetSpec, StepSpec, SuiteSpec
+    from harness.spec import SuiteSpec
 
     task: dict[str, Any] = json.loads(Path(task_file).read_text())
     workspace = Path(task["workspace"])
     nodes = {h: node_from_dict(n) for h, n in task["nodes"].items()}
-    datasets = {}
-    for name, d in task["datasets"].items():
-        d["steps"] = tuple(StepSpec(**s) for s in d.get("steps", ()))
-        datasets[name] = DatasetSpec(**d)
     hw = HardwareProfile(**task["hardware"])
-    mat = Materializer(nodes, ArtifactCache(workspace / "artifacts"), hw, seed=task["seed"], datasets=datasets,
+    mat = Materializer(nodes, ArtifactCache(workspace / "artifacts"), hw, seed=task["seed"],
                        max_steps=task.get("max_steps"), workdir=workspace / "work")
     out: dict[str, Any]
     try:

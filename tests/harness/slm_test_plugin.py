@@ -78,6 +78,26 @@ class AverageTechnique(Technique):
         return handle.derive(model=model)
 
 
+@dataclass(frozen=True)
+class ReadParams:
+    dataset: str | None = None
+
+
+@technique("tune.test_read")
+class ReadTechnique(Technique):
+    """Reports the first records of its dataset (what the harness handed it) and leaves the weights alone."""
+
+    Params = ReadParams
+    uses_seed = False
+
+    def apply(self, handle, ctx):
+        from adapters.corpus import resolve_records
+        from adapters.technique import Applied
+
+        records = resolve_records(ctx, self.params.dataset, 100)
+        return Applied(handle.derive(model=copy.deepcopy(handle.model)), {"n": len(records), "first": records[0]})
+
+
 @suite("test_nll")
 class NllSuite(Suite):
     """Mean negative log-likelihood per token of three fixed sentences (cheap, real)."""

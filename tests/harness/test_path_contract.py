@@ -174,6 +174,25 @@ def test_list_inputs_hash_every_model_in_order(test_components, tmp_path):
     assert (summary.steps_executed, summary.steps_failed) == (3, 0), summary.failures
 
 
+def test_a_named_file_dataset_reaches_the_step_whole_in_either_executor(test_components, tmp_path):
+    import json
+
+    import duckdb
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "completion": f" A{i}."}) + "\n" for i in range(5)))
+    text = f"name: ds\nbase: tiny-llama\ndatasets: {{pairs: {{path: {data}, n: 3}}}}\n" \
+           "paths: [[{tune.test_read: {dataset: pairs}}]]\n"
+    for executor in ("inprocess", "subprocess"):
+        ws = tmp_path / executor
+        summary = Runner(parse_spec(text), ws, executor=executor, progress=False).run()
+        assert summary.steps_executed == 1, summary.failures
+        con = duckdb.connect(str(ws / "results.duckdb"), read_only=True)
+        (report,) = con.execute("SELECT report FROM node_costs").fetchone()
+        con.close()
+        assert json.loads(report) == {"n": 3, "first": {"prompt": "Q0?", "completion": " A0."}}
+
+
 def test_a_new_seed_recomputes_only_seed_dependent_nodes(test_components, tmp_path):
     text = "name: r\nbase: tiny-llama\nseed: {seed}\npaths: [[prune.magnitude], [tune.test_noise]]\n"
     first = Runner(parse_spec(text.format(seed=0)), tmp_path, progress=False).run()
