@@ -168,7 +168,7 @@ def _load_pretrained(path: Path, info: dict[str, Any]) -> ModelHandle:
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     model.eval()
-    return ModelHandle(model, _tokenizer(path), **info)
+    return ModelHandle(model, tokenizer_of(path), **info)
 
 
 def _save_lowrank(handle: ModelHandle, path: Path) -> None:
@@ -179,10 +179,11 @@ def _save_lowrank(handle: ModelHandle, path: Path) -> None:
 def _load_lowrank(path: Path, info: dict[str, Any]) -> ModelHandle:
     from adapters.handle import ModelHandle
 
-    return ModelHandle(load_weights(empty_model(path), path), _tokenizer(path), **info)
+    return ModelHandle(load_weights(empty_model(path), path), tokenizer_of(path), **info)
 
 
-def _tokenizer(path: Path) -> Any:
+def tokenizer_of(path: Path) -> Any:
+    """The tokenizer saved next to an artifact."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
@@ -193,8 +194,3 @@ register_format(ArtifactFormat(TORCH_SPARSE, "dense, with zeros later steps keep
                                _save_pretrained, _load_pretrained))
 register_format(ArtifactFormat(TORCH_LOWRANK, "linears replaced by low-rank pairs (ranks in structure.json)", "torch",
                                _save_lowrank, _load_lowrank))
-
-
-def tokenizer_of(path: Path) -> Any:
-    """The tokenizer saved next to an artifact."""
-    return _tokenizer(path)

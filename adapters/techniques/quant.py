@@ -16,6 +16,7 @@ whose loader rebuilds the modules (low-rank pairs included: the structure is sav
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,8 +159,6 @@ def load_int8(path: Path, info: dict[str, Any]) -> ModelHandle:
 
 def dequantize_int8(model: Any) -> Any:
     """A float copy: every dynamic int8 linear becomes an ``nn.Linear`` holding its dequantized weights."""
-    import copy
-
     import torch
     from torch import nn
 
@@ -320,8 +319,6 @@ def dequantize_quanto(model: Any) -> Any:
     for name, lin in floats.items():  # swap in float linears, copy, swap the originals back
         replace_module(model, name, lin)
     try:
-        import copy
-
         out = copy.deepcopy(model)
     finally:
         for name, mod in originals.items():
