@@ -37,6 +37,8 @@ class LineageStep:
         output_format: the artifact format of the model it produced.
         conversion: what the step did to take its input, when it converted it (e.g. dequantized it).
         report: what the technique measured about its own work (its typed report, as plain data).
+        device: where the step ran (``cpu``, ``cuda``, ``cuda:1``): the hardware profile's device for a technique
+            that runs on it (``Technique.runs_on_device``), else ``cpu``.
     """
 
     technique: str
@@ -47,6 +49,7 @@ class LineageStep:
     output_format: str | None = None
     conversion: str | None = None
     report: dict[str, Any] | None = None
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -211,10 +214,8 @@ class ModelHandle:
         from transformers.generation.streamers import BaseStreamer
 
         self.activate()
-        if isinstance(prompt, str):
-            input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
-        else:
-            input_ids = torch.tensor([list(prompt)])
+        input_ids = self._ids(self.tokenizer(prompt, return_tensors="pt").input_ids if isinstance(prompt, str)
+                              else [list(prompt)])
         events: queue.Queue[Any] = queue.Queue()
         start = time.perf_counter()
         tok = self.tokenizer
@@ -331,9 +332,8 @@ class ModelHandle:
         """
         import torch
 
-        ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor(input_ids)
         with torch.no_grad():
-            return self.model(input_ids=ids).logits
+            return self.model(input_ids=self._ids(input_ids)).logits
 
     def measured_kv_bytes(self, input_ids: Any) -> float | None:
         """KV-cache bytes per token actually held after a prefill with the cache on.
@@ -347,7 +347,7 @@ class ModelHandle:
         """
         import torch
 
-        ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor(input_ids)
+        ids = self._ids(input_ids)
         with torch.no_grad():
             cache = self.model(input_ids=ids, use_cache=True).past_key_values
         tensors = [t for layer in getattr(cache, "layers", []) for t in (layer.keys, layer.values) if t is not None]
@@ -409,7 +409,7 @@ class ModelHandle:
         """
         import torch
 
-        ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor(input_ids)
+        ids = self._ids(input_ids)
         tok = self.tokenizer
         gen = {"pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
                **self.decoding_kwargs(), **kwargs}
@@ -417,7 +417,26 @@ class ModelHandle:
             return self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                        max_new_tokens=max_new_tokens, **gen)
 
-    def place(self, device: str = "cpu", dtype: str = "float32") -> ModelHandle:
+    @property
+    def device(self) -> str:
+        """Where the model's weights are (``cpu``, ``cuda:0``, ...): the device of its first parameter or buffer;
+        ``cpu`` for a model without tensors or a backend that is not torch."""
+        if self.backend != "torch":
+            return "cpu"
+        first = next(iter(self.model.parameters()), None)
+        if first is None:
+            first = next(iter(self.model.buffers()), None)
+        return str(first.device) if first is not None else "cpu"
+
+    def _ids(self, input_ids: Any) -> Any:
+        """Token ids as a long tensor on the model's device (a tensor already there is returned as is)."""
+        import torch
+
+        ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor(input_ids, dtype=torch.long)
+        device = self.device
+        return ids if str(ids.device) == device else ids.to(device)
+
+    def place(self, device: str = "cpu", dtype: str | None = "float32") -> ModelHandle:
         """This handle with its float torch weights on ``device`` in ``dtype`` (:func:`adapters.runtime.place`).
 
         Args:

@@ -36,20 +36,50 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def place(handle: Any, device: str = "cpu", dtype: str = "float32") -> Any:
-    """``handle`` with its float torch weights on ``device`` in ``dtype``: a cast copy when they differ (the
-    handle's format and lineage are kept; nothing is recorded as a step). Quantized torch formats and other
-    backends are returned unchanged: their weights keep their own dtype (callers record that)."""
+def place(handle: Any, device: str = "cpu", dtype: str | None = "float32") -> Any:
+    """``handle`` with its float torch weights on ``device`` in ``dtype`` (None: the dtype they have): a cast
+    copy when they differ (the handle's format and lineage are kept; nothing is recorded as a step). Quantized
+    torch formats and other backends are returned unchanged: their weights keep their own dtype and device
+    (callers record that)."""
     import copy
 
     from adapters import formats as F
 
+    if hasattr(handle, "on_provider"):  # an ONNX Runtime session: the execution provider follows the device
+        return handle.on_provider(device)
     if handle.backend != "torch" or handle.format not in F.FLOAT_TORCH + (F.COMPRESSED,):
         return handle
     import torch
 
-    target, dev = getattr(torch, dtype), torch.device(device)
+    dev = torch.device(device)
     first = next(handle.model.parameters(), None)
-    if first is None or (first.dtype == target and first.device == dev):
+    if first is None:
+        return handle
+    target = getattr(torch, dtype) if dtype else first.dtype
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    if first.dtype == target and first.device == dev:
         return handle
     return handle.derive(model=copy.deepcopy(handle.model).to(device=dev, dtype=target))
+
+
+def on_device(handle: Any, device: str) -> Any:
+    """``handle`` with its torch weights (float or quantized) on ``device``, their dtype kept: the handle itself
+    when they are there already or its backend is not torch, else a handle on a moved copy. For techniques that
+    run on the profile's device (``Technique.runs_on_device``)."""
+    import copy
+
+    if handle.backend != "torch" or _same_device(handle.device, device):
+        return handle
+    return handle.derive(model=copy.deepcopy(handle.model).to(device))
+
+
+def _same_device(have: str, want: str) -> bool:
+    """Whether a tensor on ``have`` (``cuda:0``) is on ``want`` (``cuda`` means the current CUDA device)."""
+    if have == want:
+        return True
+    if want == "cuda" and have.startswith("cuda"):
+        import torch
+
+        return have == f"cuda:{torch.cuda.current_device()}"
+    return False

@@ -116,6 +116,16 @@ class TechniqueContext:
         return str(self.hardware.get("device", "cpu"))
 
 
+def _placed(value: Any, device: str) -> Any:
+    """A model input (a handle, or a list of them) on ``device``; anything else unchanged."""
+    from adapters.handle import ModelHandle
+    from adapters.runtime import on_device
+
+    if isinstance(value, list):
+        return [_placed(v, device) for v in value]
+    return on_device(value, device) if isinstance(value, ModelHandle) else value
+
+
 class Technique:
     """Base class of every technique. Subclasses set ``Params`` and implement :meth:`apply`.
 
@@ -126,8 +136,11 @@ class Technique:
     each auxiliary model role accepts), ``requires`` (the packages it needs, for messages and provenance),
     ``inference_time`` (True when it changes generation only and leaves the weights untouched),
     ``uses_seed`` (False when its output does not depend on the seed: the seed then stays out of its
-    node's identity) and ``uses_step_budget`` (True for training techniques that take the spec's
-    ``max_steps`` when their own parameter is unset).
+    node's identity), ``uses_step_budget`` (True for training techniques that take the spec's
+    ``max_steps`` when their own parameter is unset) and ``runs_on_device`` (True for techniques that train
+    or calibrate with forward passes: :meth:`run` hands them their model inputs on the hardware profile's
+    device, e.g. ``cuda:0``; every other technique receives them on the CPU). The lineage step records the
+    device the step ran on.
 
     Formats: ``accepts`` lists the input formats, ``produces`` the output format (None: the input's own
     format); :meth:`output_format` may refine both from the parameters. An accepted quantized input
@@ -146,6 +159,7 @@ class Technique:
     inference_time: ClassVar[bool] = False
     uses_seed: ClassVar[bool] = True
     uses_step_budget: ClassVar[bool] = False
+    runs_on_device: ClassVar[bool] = False
     accepts: ClassVar[tuple[str, ...]] = F.FLOAT_TORCH
     produces: ClassVar[str | None] = None
     dequantizes: ClassVar[tuple[str, ...]] = ()
@@ -164,17 +178,25 @@ class Technique:
         Raises:
             FormatMismatch: the technique does not accept ``handle.format`` with these parameters.
         """
+        from adapters.runtime import on_device
+
         cls = type(self)
         out_format = cls.output_format(handle.format, self.params)
-        result = self.apply(handle, ctx)
+        device = ctx.device if cls.runs_on_device else "cpu"
+        given = on_device(handle, device)
+        moved = {role: _placed(value, device) for role, value in ctx.inputs.items()}
+        if any(moved[r] is not v for r, v in ctx.inputs.items()):
+            ctx = dataclasses.replace(ctx, inputs=moved)
+        result = self.apply(given, ctx)
         if not isinstance(result, Applied):  # a plugin may return a bare handle
             result = Applied(result, None)
         out = result.handle
-        if out is handle:
+        if out is handle or out is given:
             raise TypeError(f"{cls.name}.apply returned its input handle: derive a new one")
         step = LineageStep(cls.name, cls.version, params_dict(self.params), cls.library_versions(),
                            input_format=handle.format, output_format=out_format,
-                           conversion=cls.conversion(handle.format, self.params), report=report_dict(result.report))
+                           conversion=cls.conversion(handle.format, self.params), report=report_dict(result.report),
+                           device=device)
         out.lineage = (*handle.lineage, step)
         out.format = out_format
         return Applied(out, result.report)

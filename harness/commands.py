@@ -28,7 +28,13 @@ def _load(spec: str | None) -> Any:
 def run_cmd(
     spec: Annotated[str | None, typer.Argument(help="experiment spec (YAML); default: the built-in experiment")] = None,
     workspace: WorkspaceOpt = None,
-    executor: Annotated[str, typer.Option(help="inprocess | subprocess")] = "inprocess",
+    executor: Annotated[str | None, typer.Option(help="inprocess | subprocess | ray (default: inprocess; "
+                                                      "subprocess when --jobs > 1)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="tasks at once: child processes (subprocess), or the "
+                                                           "CPUs of a local Ray instance")] = 1,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="an existing Ray cluster (auto, "
+                                                                          "ray://host:10001); default: start a local one")] = None,
+    retries: Annotated[int, typer.Option(help="Ray: retries of a task whose worker died (OOM, lost node)")] = 2,
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="local benchmark data (or $SLM_DATA_DIR)")] = None,
     leaderboard: Annotated[bool, typer.Option(help="build the static leaderboard after the run")] = True,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
@@ -42,8 +48,10 @@ def run_cmd(
 
     ws = resolve_workspace(workspace)
     parsed = _load(spec)
+    if executor is None:
+        executor = "ray" if ray_address else ("subprocess" if jobs > 1 else "inprocess")
     summary = Runner(parsed, ws, executor=executor, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"),
-                     progress=progress, strict=strict).run()
+                     progress=progress, strict=strict, jobs=jobs, ray_address=ray_address, retries=retries).run()
     for dropped in summary.dropped:
         typer.echo(f"  dropped (formats do not fit): {dropped}")
     typer.echo(

@@ -1,9 +1,22 @@
 """Executors: where a node is computed and a suite is run.
 
-* ``inprocess`` (default): everything in this process; handles stay in memory between steps.
+The interface every executor implements (the runner's scheduler, :mod:`harness.scheduler`, uses only this):
+
+* ``submit(task, after) -> concurrent.futures.Future[Outcome]``: start a :class:`~harness.scheduler.Task`;
+  ``after`` holds the futures of its inputs still running (only for executors that order dependencies);
+* ``capacity``: how many tasks may run at once (the scheduler never submits more);
+* ``isolates``: True when the executor itself keeps ``exclusive`` tasks alone on a machine;
+* ``orders_dependencies``: True when a task may be submitted before its inputs finish;
+* ``close()``: release workers.
+
+An outcome is data: a failure is ``Outcome("failed", error, traceback)``, never an exception, and
+``Outcome.machine`` says where the task ran (host, Ray node id, environment).
+
+* ``inprocess`` (default): everything in this process, one task at a time; handles stay in memory between steps.
 * ``subprocess``: each node and each suite run in a fresh Python process (``python -m harness.worker``),
-  so an out-of-memory kill takes down one node, not the run. Results come back as JSON; only the
-  parent writes to the database.
+  ``--jobs N`` of them at once, so an out-of-memory kill takes down one task, not the run. Results come back
+  as JSON; only the parent writes to the database.
+* ``ray``: Ray Core tasks on a local instance or a cluster (:mod:`harness.ray_executor`).
 """
 
 from __future__ import annotations
@@ -17,17 +30,19 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.cache import ArtifactCache
 from harness.cost import StepCost
-from harness.hardware import HardwareProfile
+from harness.hardware import HardwareProfile, this_machine
 from harness.materialize import Materializer
 from harness.plan import Node, Plan, SuiteRun
 
-EXECUTORS = ("inprocess", "subprocess")
+EXECUTORS = ("inprocess", "subprocess", "ray")
 
 
 @dataclass
@@ -40,6 +55,7 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     wall_time_s: float = 0.0
+    machine: dict[str, Any] | None = None
 
 
 def with_runtime(handle: Any, hw: HardwareProfile) -> Any:
@@ -98,9 +114,12 @@ def saved_handle_dir(node: Node) -> str | None:
 
 
 class InProcessExecutor:
-    """Runs nodes and suites in this process."""
+    """Runs nodes and suites in this process, one at a time (``submit`` returns a finished future)."""
 
     name = "inprocess"
+    capacity = 1
+    isolates = False
+    orders_dependencies = False
 
     def __init__(self, plan: Plan, workspace: Path, data_dir: str | None = None):
         self.plan, self.workspace, self.data_dir = plan, workspace, data_dir
@@ -108,6 +127,18 @@ class InProcessExecutor:
         self.mat = Materializer(plan.nodes, ArtifactCache(workspace / "artifacts"), hw, seed=plan.spec.seed,
                                 max_steps=plan.spec.max_steps,
                                 workdir=workspace / "work")
+
+    def submit(self, task: Any, after: Sequence[Future[Outcome]] = ()) -> Future[Outcome]:
+        """Run ``task`` now; ``after`` is ignored (the scheduler only submits ready tasks here)."""
+        fut: Future[Outcome] = Future()
+        p = task.payload
+        outcome = self.compute_node(p["hash"]) if task.kind == "node" else self.run_suite(p["run"], p.get("base_hash"))
+        outcome.machine = this_machine(self.name)
+        fut.set_result(outcome)
+        return fut
+
+    def close(self) -> None:
+        self.mat.drop()
 
     def compute_node(self, h: str) -> Outcome:
         start = time.perf_counter()
@@ -137,25 +168,28 @@ def _failure(exc: BaseException, start: float) -> Outcome:
 
 
 class SubprocessExecutor:
-    """Runs each node and each suite run in a fresh ``python -m harness.worker`` process."""
+    """Runs each node and each suite run in a fresh ``python -m harness.worker`` process, up to ``jobs`` at once
+    (each child sets the thread count its hardware profile declares)."""
 
     name = "subprocess"
+    isolates = False
+    orders_dependencies = False
 
-    def __init__(self, plan: Plan, workspace: Path, data_dir: str | None = None):
+    def __init__(self, plan: Plan, workspace: Path, data_dir: str | None = None, jobs: int = 1):
         self.plan, self.workspace, self.data_dir = plan, workspace, data_dir
         self.hw = plan.paths[0].hardware if plan.paths else HardwareProfile("cpu-1t")
+        self.capacity = jobs
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="slm-job")
 
-    def _task(self, op: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "op": op,
-            "workspace": str(self.workspace),
-            "nodes": {h: n.to_dict() for h, n in self.plan.nodes.items()},
-            "hardware": self.hw.as_dict(),
-            "seed": self.plan.spec.seed,
-            "max_steps": self.plan.spec.max_steps,
-            "data_dir": self.data_dir,
-            **extra,
-        }
+    def submit(self, task: Any, after: Sequence[Future[Outcome]] = ()) -> Future[Outcome]:
+        """Start a child process for ``task`` on a pool thread; the future resolves when it exits."""
+        return self._pool.submit(self._call, self.task_dict(task))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def task_dict(self, task: Any) -> dict[str, Any]:
+        return task_dict(task, self.plan, self.workspace, self.data_dir, self.hw, self.name)
 
     def _call(self, task: dict[str, Any]) -> Outcome:
         start = time.perf_counter()
@@ -168,17 +202,32 @@ class SubprocessExecutor:
                 return Outcome("failed", error=_exit_reason(proc.returncode), traceback=proc.stderr[-8000:],
                                wall_time_s=time.perf_counter() - start)
             out = json.loads(out_file.read_text())
-        return Outcome(out["status"], cost=StepCost(**out.get("cost", {})), result=out.get("result"),
-                       error=out.get("error"), traceback=out.get("traceback"),
-                       wall_time_s=time.perf_counter() - start)
+        return outcome_from_dict(out, time.perf_counter() - start)
 
-    def compute_node(self, h: str) -> Outcome:
-        return self._call(self._task("node", hash=h))
 
-    def run_suite(self, run: SuiteRun, base_hash: str | None) -> Outcome:
-        suite = {"run_key": run.run_key, "node": run.node, "suite": dataclasses.asdict(run.suite),
-                 "hardware": run.hardware.as_dict(), "path_ids": list(run.path_ids)}
-        return self._call(self._task("suite", run=suite, base_hash=base_hash))
+def task_dict(task: Any, plan: Plan, workspace: Path, data_dir: str | None, hw: HardwareProfile, executor: str,
+              with_nodes: bool = True) -> dict[str, Any]:
+    """The JSON task a worker runs (:func:`harness.worker.execute`): the node to compute, or the suite run and
+    its base node, with the plan's nodes (unless ``with_nodes`` is False: the Ray executor shares them once)."""
+    p = task.payload
+    if task.kind == "node":
+        extra: dict[str, Any] = {"hash": p["hash"]}
+    else:
+        run = p["run"]
+        extra = {"run": {"run_key": run.run_key, "node": run.node, "suite": dataclasses.asdict(run.suite),
+                         "hardware": run.hardware.as_dict(), "path_ids": list(run.path_ids)},
+                 "base_hash": p.get("base_hash")}
+    return {"op": task.kind, "workspace": str(workspace),
+            "nodes": {h: n.to_dict() for h, n in plan.nodes.items()} if with_nodes else None,
+            "hardware": hw.as_dict(), "seed": plan.spec.seed, "max_steps": plan.spec.max_steps,
+            "data_dir": data_dir, "executor": executor, **extra}
+
+
+def outcome_from_dict(out: dict[str, Any], wall_time_s: float) -> Outcome:
+    """An :class:`Outcome` from a worker's JSON answer (:func:`harness.worker.execute`)."""
+    return Outcome(out["status"], cost=StepCost(**out.get("cost", {})), result=out.get("result"),
+                   error=out.get("error"), traceback=out.get("traceback"), wall_time_s=wall_time_s,
+                   machine=out.get("machine"))
 
 
 def _exit_reason(code: int) -> str:
@@ -189,14 +238,30 @@ def _exit_reason(code: int) -> str:
     return f"worker process exited with status {code}"
 
 
-def make_executor(name: str, plan: Plan, workspace: Path, data_dir: str | None = None) -> Any:
+def make_executor(name: str, plan: Plan, workspace: Path, data_dir: str | None = None, jobs: int = 1,
+                  ray_address: str | None = None, retries: int = 2) -> Any:
+    """The executor called ``name`` (see :data:`EXECUTORS`).
+
+    Raises:
+        UsageError: an unknown name, ``jobs`` below 1, or ``jobs`` above 1 for the in-process executor.
+        MissingDependencyError: ``ray`` without Ray installed.
+    """
     from adapters.errors import UsageError
 
+    if name not in EXECUTORS:
+        raise UsageError(f"--executor: {name!r} is not allowed (allowed: {', '.join(EXECUTORS)})")
+    if jobs < 1:
+        raise UsageError(f"--jobs: {jobs} is not allowed (an integer >= 1)")
     if name == "inprocess":
+        if jobs > 1:
+            raise UsageError(f"--jobs {jobs} needs --executor subprocess or ray (in-process runs one task at a time)")
         return InProcessExecutor(plan, workspace, data_dir)
     if name == "subprocess":
-        return SubprocessExecutor(plan, workspace, data_dir)
-    raise UsageError(f"--executor: {name!r} is not allowed (allowed: {', '.join(EXECUTORS)})")
+        return SubprocessExecutor(plan, workspace, data_dir, jobs=jobs)
+    from harness.ray_executor import RayExecutor
+
+    return RayExecutor(plan, workspace, data_dir, address=ray_address, retries=retries,
+                       jobs=jobs if jobs > 1 else None)
 
 
 def node_from_dict(d: dict[str, Any]) -> Node:

@@ -179,3 +179,26 @@ def detect_environment() -> dict[str, Any]:
         "rapl": Path("/sys/class/powercap/intel-rapl").exists(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
+
+
+_ENVIRONMENT: dict[str, Any] | None = None
+
+
+def this_machine(executor: str) -> dict[str, Any]:
+    """Where this process runs, for the record of each task it runs: host name, process id, the executor, the
+    Ray node id when it is a Ray worker (else None) and the machine's :func:`detect_environment` (read once
+    per process)."""
+    import socket
+    import sys
+
+    global _ENVIRONMENT
+    if _ENVIRONMENT is None:
+        _ENVIRONMENT = detect_environment()
+    node_id = None
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            node_id = ray.get_runtime_context().get_node_id()
+    return {"host": socket.gethostname(), "pid": os.getpid(), "executor": executor, "node_id": node_id,
+            "environment": _ENVIRONMENT}

@@ -19,6 +19,7 @@ from harness.executors import Outcome, make_executor
 from harness.hardware import detect_environment
 from harness.plan import Node, Plan, PlannedPath, SuiteRun, make_plan
 from harness.progress import RunProgress
+from harness.scheduler import Task, schedule
 from harness.spec import ExperimentSpec
 
 
@@ -48,34 +49,47 @@ class RunSummary:
 
 
 class Runner:
-    """Executes one spec into one workspace."""
+    """Executes one spec into one workspace.
+
+    Args:
+        executor: ``inprocess``, ``subprocess`` or ``ray`` (:mod:`harness.executors`).
+        jobs: tasks at once for ``subprocess`` (child processes); for a local Ray instance, its CPUs.
+        ray_address: an existing Ray cluster (``auto``, ``ray://host:10001``); None starts a local instance.
+        retries: how often Ray retries a task whose worker died.
+    """
 
     def __init__(self, spec: ExperimentSpec, workspace: Path, executor: str = "inprocess",
-                 data_dir: str | None = None, progress: bool = True, strict: bool = False):
+                 data_dir: str | None = None, progress: bool = True, strict: bool = False, jobs: int = 1,
+                 ray_address: str | None = None, retries: int = 2):
         self.spec = spec
         self.workspace = Path(workspace)
         self.executor_name = executor
         self.data_dir = data_dir
         self.strict = strict
+        self.jobs, self.ray_address, self.retries = jobs, ray_address, retries
         self.progress = RunProgress(enabled=progress)
 
     def run(self) -> RunSummary:
         start = time.perf_counter()
         plan = make_plan(self.spec, strict=self.strict, data_dir=self.data_dir)
+        self._nodes = plan.nodes
+        executor = make_executor(self.executor_name, plan, self.workspace, self.data_dir, jobs=self.jobs,
+                                 ray_address=self.ray_address, retries=self.retries)
         store = self._open_store()
         summary = RunSummary(uuid.uuid4().hex[:12], self.workspace, self.workspace / "results.duckdb",
                              dropped=[f"{d.name}: {d.reason}" for d in plan.dropped],
                              skipped_profiles=[f"{s.name}: {s.reason}" for s in plan.skipped_profiles])
         self._start(store, summary)
-        executor = make_executor(self.executor_name, plan, self.workspace, self.data_dir)
         try:
             with self.progress:
-                failed = self._compute_nodes(plan, executor, store, summary)
                 self._record_paths(plan, store, summary)
-                self._run_suites(plan, executor, store, summary, failed)
+                tasks = self._tasks(plan, store, summary)
+                schedule(tasks, executor, self._begin, lambda task, outcome: self._done(store, summary, task, outcome))
         except BaseException:
             store.finish_run(summary.run_id, "interrupted")
             raise
+        finally:
+            executor.close()
         summary.wall_time_s = time.perf_counter() - start
         store.finish_run(summary.run_id, summary.status)
         store.close()
@@ -94,63 +108,79 @@ class Runner:
         store.start_run(run_id=summary.run_id, spec_name=self.spec.name, spec=self.spec.raw, spec_text=self.spec.text,
                         environment=env, hardware=hardware, git_commit=env.get("git_commit"))
 
-    def _compute_nodes(self, plan: Plan, executor: Any, store: Any, summary: RunSummary) -> dict[str, str]:
-        """Every node in dependency order; returns failed node hash -> cause."""
+    def _record_paths(self, plan: Plan, store: Any, summary: RunSummary) -> None:
+        for p in plan.paths:
+            store.record_path(summary.run_id, _path_record(p))
+
+    def _tasks(self, plan: Plan, store: Any, summary: RunSummary) -> list[Task]:
+        """The work left: nodes not in the artifact cache (in dependency order), then suite runs not in the
+        database (grouped by node). Sources and cached nodes are recorded here, as they need no work."""
+        from suites.base import SUITES
+
         cache = ArtifactCache(self.workspace / "artifacts")
-        failed: dict[str, str] = {}
-        todo = [n for n in plan.nodes.values() if n.technique is not None and not cache.has(n.hash)]
-        self.progress.start_steps(len(todo))
+        tasks: list[Task] = []
+        node_task: dict[str, str] = {}
         for node in plan.nodes.values():
-            bad_input = next((h for h in node.input_hashes() if h in failed), None)
-            if bad_input:
-                failed[node.hash] = f"input {plan.nodes[bad_input].label} ({bad_input}) failed"
-                store.record_node(summary.run_id, _node_record(node, Outcome("skipped", error=failed[node.hash])))
-                summary.steps_failed += 1
-                self.progress.step_done(node.label, ok=False)
-                continue
             if node.technique is None or cache.has(node.hash):
                 status = "cached" if node.technique is not None else "ok"
                 summary.steps_cached += node.technique is not None
                 store.record_node(summary.run_id, _node_record(node, Outcome(status), _cached_meta(cache, node)))
                 continue
-            self.progress.step_begin(node.label)
-            outcome = executor.compute_node(node.hash)
-            meta = _cached_meta(cache, node) if outcome.status == "ok" else {}
-            store.record_node(summary.run_id, _node_record(node, outcome, meta))
-            if outcome.status == "ok":
-                summary.steps_executed += 1
-            else:
-                failed[node.hash] = outcome.error or "failed"
-                summary.steps_failed += 1
-                summary.failures.append(f"{node.label}: {outcome.error}")
-            self.progress.step_done(node.label, ok=outcome.status == "ok")
-        return failed
-
-    def _record_paths(self, plan: Plan, store: Any, summary: RunSummary) -> None:
-        for p in plan.paths:
-            store.record_path(summary.run_id, _path_record(p))
-
-    def _run_suites(self, plan: Plan, executor: Any, store: Any, summary: RunSummary, failed: dict[str, str]) -> None:
+            node_task[node.hash] = f"node:{node.hash}"
+            deps = tuple(node_task[h] for h in node.input_hashes() if h in node_task)
+            tasks.append(Task(node_task[node.hash], "node", node.label, deps, payload={"hash": node.hash}))
         done = store.completed_suite_runs()
-        todo = [r for r in plan.suite_runs if r.run_key not in done and r.node not in failed]
-        summary.suite_runs_skipped = sum(1 for r in plan.suite_runs if r.run_key in done)
-        base_of = {p.leaf: p.chain[0] for p in plan.paths}
-        base_of.update({h: p.chain[0] for p in plan.paths for h in p.chain})
-        self.progress.start_suites(len(todo))
+        todo = [r for r in plan.suite_runs if r.run_key not in done]
+        summary.suite_runs_skipped = len(plan.suite_runs) - len(todo)
+        base_of = {h: p.chain[0] for p in plan.paths for h in p.chain}
         for run in _grouped_by_node(todo):
             label = f"{run.suite.name} on {plan.nodes[run.node].label} [{run.hardware.name}]"
-            self.progress.suite_begin(label)
-            outcome = executor.run_suite(run, base_of.get(run.node))
-            store.record_suite_run(summary.run_id, _suite_record(run, outcome))
-            if outcome.status == "ok":
-                summary.suite_runs_executed += 1
-            elif outcome.status == "refused":
-                summary.suite_runs_refused += 1
-                summary.refusals.append(f"{label}: {outcome.error}")
-            else:
-                summary.suite_runs_failed += 1
-                summary.failures.append(f"{label}: {outcome.error}")
-            self.progress.suite_done(label, ok=outcome.status in ("ok", "refused"))
+            deps = (node_task[run.node],) if run.node in node_task else ()
+            tasks.append(Task(f"suite:{run.run_key}", "suite", label, deps,
+                              exclusive=bool(getattr(SUITES.get(run.suite.name), "exclusive", False)),
+                              payload={"run": run, "base_hash": base_of.get(run.node)}))
+        self.progress.start_steps(len(node_task))
+        self.progress.start_suites(len(tasks) - len(node_task))
+        return tasks
+
+    def _begin(self, task: Task) -> None:
+        if task.kind == "node":
+            self.progress.step_begin(task.label)
+        else:
+            self.progress.suite_begin(task.label)
+
+    def _done(self, store: Any, summary: RunSummary, task: Task, outcome: Outcome) -> None:
+        """Record one finished task (its own transaction) as it arrives."""
+        if task.kind == "node":
+            self._node_done(store, summary, task, outcome)
+            return
+        run: SuiteRun = task.payload["run"]
+        if outcome.status == "skipped":  # its model failed: nothing to measure, nothing recorded
+            self.progress.suite_done(task.label, ok=False)
+            return
+        store.record_suite_run(summary.run_id, _suite_record(run, outcome))
+        if outcome.status == "ok":
+            summary.suite_runs_executed += 1
+        elif outcome.status == "refused":
+            summary.suite_runs_refused += 1
+            summary.refusals.append(f"{task.label}: {outcome.error}")
+        else:
+            summary.suite_runs_failed += 1
+            summary.failures.append(f"{task.label}: {outcome.error}")
+        self.progress.suite_done(task.label, ok=outcome.status in ("ok", "refused"))
+
+    def _node_done(self, store: Any, summary: RunSummary, task: Task, outcome: Outcome) -> None:
+        node = self._nodes[task.payload["hash"]]
+        cache = ArtifactCache(self.workspace / "artifacts")
+        meta = _cached_meta(cache, node) if outcome.status == "ok" else {}
+        store.record_node(summary.run_id, _node_record(node, outcome, meta))
+        if outcome.status == "ok":
+            summary.steps_executed += 1
+        else:
+            summary.steps_failed += 1
+            if outcome.status != "skipped":
+                summary.failures.append(f"{node.label}: {outcome.error}")
+        self.progress.step_done(node.label, ok=outcome.status == "ok")
 
 
 def _grouped_by_node(runs: list[SuiteRun]) -> list[SuiteRun]:
@@ -189,6 +219,7 @@ def _node_record(node: Node, outcome: Outcome, meta: dict[str, Any] | None = Non
         "format": node.format,
         "report": meta.get("report"),
         "lineage_step": meta.get("lineage_step"),
+        "machine": outcome.machine,
     }
 
 
@@ -221,6 +252,7 @@ def _suite_record(run: SuiteRun, outcome: Outcome) -> dict[str, Any]:
         "metrics": result.get("metrics", []),
         "samples": result.get("samples", []),
         "raw": result.get("raw", []),
+        "machine": outcome.machine,
     }
 
 

@@ -1,6 +1,7 @@
 """``python -m harness.worker TASK.json OUT.json``: one node or one suite run in a fresh process.
 
-Used by the subprocess executor. Writes ``{"status", "cost"|"result", "error", "traceback"}``.
+Used by the subprocess executor; :func:`execute` is also what a Ray task runs. Writes
+``{"status", "cost"|"result", "error", "traceback", "machine"}``.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from typing import Any
 from adapters.runtime import prepare_process
 
 
-def main(task_file: str, out_file: str) -> int:
+def execute(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one task (``op`` ``node`` or ``suite``, see ``SubprocessExecutor.task_dict``) in this process and
+    return its outcome as JSON-able data; an exception is returned as ``failed`` with its traceback (a
+    ``ResourceRefusal`` as ``refused``)."""
     prepare_process()
     from harness.cache import ArtifactCache
     from harness.executors import node_from_dict, run_suite_on
-    from harness.hardware import HardwareProfile
+    from harness.hardware import HardwareProfile, this_machine
     from harness.materialize import Materializer
     from harness.plan import SuiteRun
     from harness.spec import SuiteSpec
 
-    task: dict[str, Any] = json.loads(Path(task_file).read_text())
     workspace = Path(task["workspace"])
     nodes = {h: node_from_dict(n) for h, n in task["nodes"].items()}
     hw = HardwareProfile(**task["hardware"])
@@ -49,7 +52,14 @@ def main(task_file: str, out_file: str) -> int:
             out = {"status": "refused", "error": str(exc)}
         else:
             out = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    Path(out_file).write_text(json.dumps(out, default=str))
+    finally:
+        mat.drop()
+    out["machine"] = this_machine(str(task.get("executor", "subprocess")))
+    return json.loads(json.dumps(out, default=str))
+
+
+def main(task_file: str, out_file: str) -> int:
+    Path(out_file).write_text(json.dumps(execute(json.loads(Path(task_file).read_text())), default=str))
     return 0
 
 

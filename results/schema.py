@@ -148,7 +148,14 @@ ALTER TABLE nodes ADD COLUMN report JSON;
 ALTER TABLE nodes ADD COLUMN lineage_step JSON;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# v5: scale-out: where each node was computed and each suite run measured (host, Ray node id, executor, process,
+# and env_id into ``environments``: the worker machine's own environment, not only the driver's).
+_V5 = """
+ALTER TABLE nodes ADD COLUMN machine JSON;
+ALTER TABLE suite_runs ADD COLUMN machine JSON;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -83,12 +83,8 @@ class ResultStore:
     # -- runs -------------------------------------------------------------------------------
     def start_run(self, *, run_id: str, spec_name: str, spec: dict[str, Any], spec_text: str,
                   environment: dict[str, Any], hardware: dict[str, Any], git_commit: str | None) -> None:
-        env_id = _hash(environment)
         with self._tx() as con:
-            con.execute(
-                "INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [env_id, environment.get("cpu_model"), environment.get("cpu_cores_logical"), environment.get("ram_bytes"),
-                 _text(environment.get("gpu")), _json(environment)])
+            env_id = _environment(con, environment)
             con.execute(
                 "INSERT INTO runs (run_id, spec_name, spec, spec_text, started_at, status, git_commit, environment,"
                 " hardware, env_id) VALUES (?, ?, ?, ?, now(), 'running', ?, ?, ?, ?)",
@@ -109,15 +105,15 @@ class ResultStore:
             con.execute(
                 "INSERT INTO nodes (node_hash, kind, technique, technique_version, params, inputs, source, status, "
                 "error, traceback, wall_time_s, peak_rss_bytes, energy_j, energy_method, library_versions, footprint, "
-                "run_id, artifact_bytes, format, report, lineage_step) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "run_id, artifact_bytes, format, report, lineage_step, machine) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [node["node_hash"], node.get("kind"), node.get("technique"), _text(node.get("technique_version")),
                  _json(node.get("params") or {}), _json(node.get("inputs") or {}), node.get("source"),
                  node.get("status"), node.get("error"), node.get("traceback"), _num(node.get("wall_time_s")),
                  _int(node.get("peak_rss_bytes")), _num(node.get("energy_j")), node.get("energy_method"),
                  _json(node.get("library_versions") or {}), _json(node.get("footprint")), run_id,
                  _int(node.get("artifact_bytes")), node.get("format"), _json(node.get("report")),
-                 _json(node.get("lineage_step"))])
+                 _json(node.get("lineage_step")), _json(_machine(con, node.get("machine")))])
             if node.get("kind") == "source" and node.get("source"):
                 con.execute("INSERT INTO model_sources VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                             [node["source"], node["node_hash"], run_id])
@@ -140,10 +136,12 @@ class ResultStore:
             for table in ("metrics", "samples", "raw_samples", "suite_runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_key = ?", [key])
             con.execute(
-                "INSERT INTO suite_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                "INSERT INTO suite_runs (run_key, run_id, node_hash, suite, profile, hardware_profile, settings, "
+                "status, error, traceback, wall_time_s, recorded_at, machine) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?)",
                 [key, run_id, run["node_hash"], run["suite"], run.get("profile"), run.get("hardware_profile"),
                  _json(settings), run.get("status"), run.get("error"), run.get("traceback"),
-                 _num(run.get("wall_time_s"))])
+                 _num(run.get("wall_time_s")), _json(_machine(con, run.get("machine")))])
             hw = settings.get("hardware")
             if run.get("hardware_profile") and isinstance(hw, dict):
                 con.execute("INSERT INTO hardware_profiles VALUES (?, ?) ON CONFLICT DO UPDATE SET "
@@ -169,6 +167,25 @@ class ResultStore:
 
     def close(self) -> None:
         """Nothing to release: connections live only for one call."""
+
+
+def _environment(con: duckdb.DuckDBPyConnection, environment: dict[str, Any]) -> str:
+    """Store a machine's environment once (keyed by its content hash) and return its ``env_id``."""
+    env_id = _hash(environment)
+    con.execute("INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [env_id, environment.get("cpu_model"), environment.get("cpu_cores_logical"), environment.get("ram_bytes"),
+                 _text(environment.get("gpu")), _json(environment)])
+    return env_id
+
+
+def _machine(con: duckdb.DuckDBPyConnection, machine: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where a task ran, as stored: its environment moves to ``environments`` and is referenced by ``env_id``."""
+    if not machine:
+        return None
+    out = {k: v for k, v in machine.items() if k != "environment"}
+    if isinstance(machine.get("environment"), dict):
+        out["env_id"] = _environment(con, machine["environment"])
+    return out
 
 
 def _insert_frame(con: duckdb.DuckDBPyConnection, table: str, key: str, rows: list[list[Any]],

@@ -20,9 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.errors import UsageError
+
+T = TypeVar("T")
 
 POWERCAP = Path("/sys/class/powercap")
 RAPL = POWERCAP / "intel-rapl:0" / "energy_uj"
@@ -360,4 +362,33 @@ def combine_loads(windows: list[dict[str, Any]]) -> dict[str, Any]:
     mean = sum(w["foreign_load"] * w["load_window_s"] for w in ok) / total
     return {"foreign_load": mean, "foreign_load_max": max(w["foreign_load"] for w in ok),
             "under_load": any(w["under_load"] for w in ok), "under_load_windows": sum(bool(w["under_load"]) for w in ok),
-            "under_load_threshold": ok[0]["under_load_threshold"], "load_method": ok[0]["load_method"]}
+            "under_load_threshold": ok[0]["under_load_threshold"], "load_method": ok[0]["load_method"],
+            "remeasured_windows": sum(w.get("attempts", 1) > 1 for w in ok)}
+
+
+REMEASURE_PAUSE_S = 2.0  # wait this long before measuring a window again that ran under foreign load
+
+
+def quietest(measure: Callable[[], tuple[T, dict[str, Any]]], retries: int,
+             pause_s: float = REMEASURE_PAUSE_S, sleep: Callable[[float], None] = time.sleep) -> tuple[T, dict[str, Any]]:
+    """Measure, and measure again while the window ran ``under_load`` and ``retries`` remain (the spec's
+    ``remeasure_under_load``), pausing ``pause_s`` first; keep the attempt with the least foreign load.
+
+    Args:
+        measure: returns ``(value, load)``, ``load`` a window's :attr:`LoadMeter.details` (or a
+            :func:`combine_loads` summary).
+        retries: most extra attempts (0: measure once).
+
+    Returns:
+        The kept ``(value, load)``; ``load`` gains ``attempts`` (how many windows were measured) and
+        ``attempt_foreign_loads`` (each attempt's foreign load, in order) when there was more than one.
+    """
+    attempts: list[tuple[T, dict[str, Any]]] = [measure()]
+    while attempts[-1][1].get("under_load") and len(attempts) <= retries:
+        sleep(pause_s)
+        attempts.append(measure())
+    if len(attempts) == 1:
+        return attempts[0]
+    value, load = min(attempts, key=lambda a: (bool(a[1].get("under_load")), a[1].get("foreign_load") or 0.0))
+    return value, {**load, "attempts": len(attempts),
+                   "attempt_foreign_loads": [a[1].get("foreign_load") for a in attempts]}

@@ -137,11 +137,14 @@ class SuiteContext:
 class Suite:
     """Base class of suites. Subclasses set ``name`` via :func:`suite` and implement :meth:`run`.
 
-    ``options`` lists the option names the suite accepts in a spec (validated at load time).
+    ``options`` lists the option names the suite accepts in a spec (validated at load time). ``exclusive``
+    marks a timing-sensitive suite (wall time, energy, memory peaks): the scheduler never runs it while other
+    work shares its machine (:mod:`harness.scheduler`).
     """
 
     name: ClassVar[str] = ""
     options: ClassVar[tuple[str, ...]] = ()
+    exclusive: ClassVar[bool] = False
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         raise NotImplementedError

@@ -10,6 +10,7 @@ Imported lazily (torch at module level); the registry skips ``_`` modules.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,41 @@ class ExportWrapper(torch.nn.Module):
         return (out.logits, *presents)
 
 
-def new_session(onnx_file: Path, threads: int, optimization: str) -> Any:
-    """An ORT CPU session with ``threads`` intra-op threads and one inter-op thread."""
+def execution_providers(device: str, available: Sequence[str] | None = None) -> tuple[list[Any], str | None]:
+    """The ONNX Runtime execution providers for a profile's ``device``, and why it falls back when it does.
+
+    ``cuda`` / ``cuda:N`` take ``CUDAExecutionProvider`` (device ``N``) before the CPU provider where the
+    installed onnxruntime has it (``onnxruntime-gpu``); otherwise the session runs on the CPU and the reason
+    is returned (the suites record it with their settings).
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        available: the installed providers (default: ``onnxruntime.get_available_providers()``).
+    """
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"], None
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        return ["CPUExecutionProvider"], ("the installed onnxruntime has no CUDAExecutionProvider (install "
+                                          "onnxruntime-gpu): the session runs on the CPU")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], None
+
+
+def new_session(onnx_file: Path, threads: int, optimization: str, device: str = "cpu") -> Any:
+    """An ORT session with ``threads`` intra-op threads and one inter-op thread, on the execution provider
+    that matches ``device`` (:func:`execution_providers`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[optimization])
-    return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    providers, _ = execution_providers(device)
+    return ort.InferenceSession(str(onnx_file), options, providers=providers)
 
 
 class OrtCausalLM(PreTrainedModel, GenerationMixin):
@@ -73,10 +100,12 @@ class OrtCausalLM(PreTrainedModel, GenerationMixin):
     _supports_cache_class = True
     _supports_sdpa = True  # the attention runs inside the ONNX graph; this only satisfies config checks
 
-    def __init__(self, config: Any, onnx_file: Path, threads: int = 1, optimization: str = "all"):
+    def __init__(self, config: Any, onnx_file: Path, threads: int = 1, optimization: str = "all",
+                 device: str = "cpu"):
         super().__init__(config)
         self.onnx_file = Path(onnx_file)
-        self.session = new_session(self.onnx_file, threads, optimization)
+        self.threads, self.optimization, self.target_device = threads, optimization, device
+        self.session = new_session(self.onnx_file, threads, optimization, device)
         self.input_names, self.output_names = io_names(config.num_hidden_layers)
         self.eval()
 
@@ -149,6 +178,28 @@ class OrtHandle(ModelHandle):
     def activation_bytes(self) -> int:
         """Bytes of one activation or KV-cache value: 4, the session runs the exported graph in float32."""
         return 4
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """:class:`ModelHandle`'s settings plus the session's execution providers (and why it fell back to the
+        CPU when the profile asked for a GPU)."""
+        model = self.model
+        out = {**super().settings, "execution_providers": list(model.session.get_providers())}
+        reason = execution_providers(model.target_device, model.session.get_providers())[1]
+        if model.target_device.startswith("cuda") and reason:
+            out["execution_provider_fallback"] = reason
+        return out
+
+    def on_provider(self, device: str) -> OrtHandle:
+        """This handle with a session on the execution provider for ``device`` (itself when it already has it)."""
+        if device == self.model.target_device:
+            return self
+        m = self.model
+        model = OrtCausalLM(m.config, m.onnx_file, m.threads, m.optimization, device)
+        return type(self)(model, self.tokenizer, source=self.source, backend=self.backend, lineage=self.lineage,
+                          threads=self.threads, batch_size=self.batch_size,
+                          generation_kwargs=dict(self.generation_kwargs), meta=dict(self.meta), format=self.format,
+                          format_state=dict(self.format_state))
 
     def embedding_facts(self) -> EmbeddingFacts:
         """How the input embedding is stored, from the config (the graph has no embedding module): tied as

@@ -162,7 +162,7 @@ def train(
 
     Args:
         model: the module to train (switched to train mode, back to eval mode at the end).
-        data: yields input-id batches.
+        data: yields input-id batches (moved to the model's device here).
         steps: number of optimizer steps.
         loss_fn: ``loss_fn(model, batch) -> scalar loss tensor``.
         lr: peak learning rate.
@@ -185,8 +185,9 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model.train()
     losses: list[float] = []
+    device = next(model.parameters()).device
     for step in range(steps):
-        loss = loss_fn(model, next(data))
+        loss = loss_fn(model, next(data).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -229,7 +230,9 @@ def input_norms(model: Any, layers: dict[str, Any], batches: list[Any], stop_aft
     def stop(*_: Any) -> None:
         raise _StopForward
 
-    sq = {name: torch.zeros(lin.in_features, dtype=torch.float64) for name, lin in layers.items()}
+    sq = {name: torch.zeros(lin.in_features, dtype=torch.float64, device=lin.weight.device)
+          for name, lin in layers.items()}
+    device = next(model.parameters()).device
 
     def hook(name: str) -> Any:
         def record(_mod: Any, args: tuple[Any, ...], _out: Any) -> None:
@@ -245,7 +248,7 @@ def input_norms(model: Any, layers: dict[str, Any], batches: list[Any], stop_aft
         with torch.no_grad():
             for ids in batches:
                 try:
-                    model(input_ids=ids)
+                    model(input_ids=ids.to(device))
                 except _StopForward:
                     pass
     finally:

@@ -160,7 +160,8 @@ class LogitDistill(_WeightTraining):
         _check_vocab(handle, teacher)
         handle.activate()
         student = copied_model(handle)
-        blocks = [torch.tensor([b]) for b in token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)]
+        device = next(student.parameters()).device
+        blocks = [torch.tensor([b], device=device) for b in token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)]
         held_out = blocks[: p.eval_blocks]
         train_ids = [b[0].tolist() for b in (blocks[p.eval_blocks :] or blocks)]
         teacher.model.eval()

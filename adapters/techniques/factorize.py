@@ -64,7 +64,7 @@ def rank_for_energy(singular: Any, energy: float) -> int:
 
     sq = singular.double() ** 2
     cum = torch.cumsum(sq, 0) / sq.sum()
-    return int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype) - 1e-12)) + 1
+    return int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype, device=cum.device) - 1e-12)) + 1
 
 
 def low_rank_pair(in_features: int, out_features: int, rank: int, bias: bool, dtype: Any = None) -> Any:
@@ -89,6 +89,7 @@ def factorized(linear: Any, rank: int, scale: Any = None) -> Any:
     if scale is not None:
         a = a / scale[None, :]
     pair = low_rank_pair(linear.in_features, linear.out_features, rank, linear.bias is not None, linear.weight.dtype)
+    pair = pair.to(linear.weight.device)
     with torch.no_grad():
         pair[0].weight.copy_(a)
         pair[1].weight.copy_(u[:, :rank] * root[None, :])
@@ -145,6 +146,7 @@ class SVDFactorize(Technique):
     accepts = (F.TORCH, F.TORCH_SPARSE) + F.QUANTIZED_TORCH
     produces = F.TORCH_LOWRANK
     dequantizes = F.QUANTIZED_TORCH
+    runs_on_device = True
     hints = {F.TORCH_LOWRANK: "the model is already factorized: factorize once (one step with all targets)",
              F.ONNX: "factorize before deploy.onnxruntime"}
 

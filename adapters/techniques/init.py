@@ -183,6 +183,7 @@ class Scratch(Technique):
 
     Params = ScratchParams
     requires = ("torch", "transformers")
+    runs_on_device = True
     accepts = ALL_MODEL_FORMATS  # the incoming model is replaced
     produces = F.TORCH
     uses_step_budget = True
@@ -194,6 +195,7 @@ class Scratch(Technique):
         p = self.params
         config = p.config()
         model, tokenizer = build_scratch(config, seed=ctx.seed)
+        model.to(ctx.device)
         handle.activate()
         steps = step_budget(p.max_steps, ctx, 200)
         blocks = token_blocks(tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)

@@ -106,6 +106,7 @@ class _WeightTraining(Technique):
     accepts: ClassVar[tuple[str, ...]] = F.FLOAT_TORCH + F.QUANTIZED_TORCH
     dequantizes: ClassVar[tuple[str, ...]] = F.QUANTIZED_TORCH
     uses_step_budget: ClassVar[bool] = True
+    runs_on_device: ClassVar[bool] = True
     hints: ClassVar[dict[str, str]] = {F.ONNX: "train before deploy.onnxruntime"}
 
     @classmethod

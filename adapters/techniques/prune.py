@@ -215,6 +215,7 @@ class WandaPrune(_Pruning):
 
     Params = WandaParams
     requires = ("torch", "transformers")
+    runs_on_device = True
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         p = self.params

@@ -145,6 +145,7 @@ class ActivationAwareQuant(Technique):
 
     Params = AWQParams
     requires = ("llmcompressor", "compressed-tensors", "torch", "transformers")
+    runs_on_device = True
     accepts = (F.TORCH, F.TORCH_SPARSE)
     produces = F.COMPRESSED
     hints = {**QUANTIZER_HINTS, F.TORCH_LOWRANK: "AWQ's scale search needs the original linears: put quant.awq "

@@ -175,6 +175,7 @@ class MemorySuite(Suite):
     """Memory: peak RSS while loading and generating (fresh process), weight bytes, KV cache per token."""
 
     options = ("repeats", "new_tokens", "prompt_tokens")
+    exclusive = True
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         conf = {k: option("memory", ctx.options, PROFILES[ctx.profile], k, 1) for k in self.options}

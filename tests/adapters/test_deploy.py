@@ -121,3 +121,29 @@ def test_prefix_cache_scores_through_the_ort_session(tiny_handle, tmp_path):
     assert lm.prefix_stats == {"groups": 1, "requests": 3, "fallback": 0}
     assert [x for x, _ in shared] == pytest.approx([x for x, _ in exact], abs=1e-4)
     assert [g for _, g in shared] == [g for _, g in exact]
+
+
+def test_the_execution_provider_follows_the_profiles_device(tiny_handle, tmp_path):
+    from adapters.techniques._ort import execution_providers
+    from harness.executors import with_runtime
+    from harness.hardware import HardwareProfile
+
+    gpu_ort = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("cpu", gpu_ort) == (["CPUExecutionProvider"], None)
+    assert execution_providers("cuda:1", gpu_ort) == ([("CUDAExecutionProvider", {"device_id": 1}),
+                                                       "CPUExecutionProvider"], None)
+    providers, reason = execution_providers("cuda", ["CPUExecutionProvider"])
+    assert providers == ["CPUExecutionProvider"] and "onnxruntime-gpu" in reason
+    out = deploy(tiny_handle, tmp_path)
+    assert out.settings["execution_providers"] == ["CPUExecutionProvider"]
+    assert with_runtime(out, HardwareProfile("cpu-1t")) is out
+    import onnxruntime
+
+    on_gpu = with_runtime(out, HardwareProfile("gpu", device="cuda"))  # a new session, on the provider it can get
+    assert on_gpu is not out and on_gpu.model.target_device == "cuda"
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert on_gpu.settings["execution_providers"][0] == "CUDAExecutionProvider"
+    else:
+        assert on_gpu.settings["execution_providers"] == ["CPUExecutionProvider"]
+        assert "onnxruntime-gpu" in on_gpu.settings["execution_provider_fallback"]
+    assert lls(on_gpu) == pytest.approx(lls(out), abs=1e-3)

@@ -17,3 +17,15 @@ def test_unknown_model_one_line_with_close_match():
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "did you mean 'tiny-llama'" in lines[0]
+
+
+def test_executor_options_are_checked_in_one_line(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nbase: tiny-llama\nsuites: {}\npaths: [[]]\n")
+    for args, message in ((("--executor", "inprocess", "--jobs", "2"), "--jobs 2 needs --executor subprocess or ray"),
+                          (("--executor", "threads"), "--executor: 'threads' is not allowed (allowed: inprocess, "
+                                                      "subprocess, ray)"),
+                          (("--jobs", "0"), "--jobs: 0 is not allowed")):
+        out = slm("run", str(spec), "-w", str(tmp_path / "ws"), "--no-leaderboard", "--no-progress", *args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and message in lines[0], (args, out.stderr)

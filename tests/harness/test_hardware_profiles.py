@@ -134,3 +134,59 @@ def test_a_cuda_profile_places_and_casts_the_measured_model(tiny_handle, dtype):
 def test_a_cuda_profile_plans_where_a_gpu_exists():
     p = plan("name: c\nbase: tiny-llama\nhardware: [cpu-1t, cuda]\npaths: [[]]\n")
     assert [x.hardware.name for x in p.paths] == ["cpu-1t", "cuda"] and not p.skipped_profiles
+
+
+def test_techniques_get_their_models_on_the_profiles_device_and_the_step_says_where(tiny, tiny_handle, tmp_path,
+                                                                                    monkeypatch):
+    """``runs_on_device`` techniques receive the model and the teacher on ``ctx.device``; the others on the
+    CPU; the lineage step records the device the step ran on."""
+    import adapters.runtime as runtime
+    from adapters.technique import TECHNIQUES, TechniqueContext, build_params
+
+    seen: list[tuple[str, str]] = []
+    real = runtime.on_device
+
+    def spy(handle, device):
+        seen.append((handle.source, device))
+        return real(handle, "cpu")  # this machine has one device: record the request, stay on the CPU
+
+    monkeypatch.setattr(runtime, "on_device", spy)
+    on_device = {n for n in TECHNIQUES.names() if getattr(TECHNIQUES.get(n), "runs_on_device", False)}
+    assert {"tune.sft", "peft.lora", "distill.logit", "init.scratch", "prune.wanda", "factorize.svd",
+            "quant.awq"} <= on_device
+    for name, expected in (("distill.logit", "cuda:3"), ("prune.magnitude", "cpu")):
+        cls = TECHNIQUES.get(name)
+        seen.clear()
+        ctx = TechniqueContext(seed=0, workdir=tmp_path / name, hardware={"device": "cuda:3"},
+                               inputs={"teacher": tiny_handle}, max_steps=1)
+        out = cls(build_params(cls, {})).run(tiny, ctx).handle
+        assert seen and {d for _, d in seen} == {expected}, (name, seen)
+        assert out.lineage[-1].device == expected
+        if name == "distill.logit":
+            assert len(seen) == 2  # the student and the teacher
+
+
+@pytest.mark.cuda
+def test_every_weight_technique_runs_on_a_cuda_profile(tmp_path):
+    """On a GPU: each technique that runs on the device trains/calibrates there, its output model lives on
+    the GPU, scores like a model should and reloads from its saved artifact."""
+    import math
+
+    from adapters.handle import ModelHandle
+    from adapters.sources import load_source
+    from adapters.technique import TECHNIQUES, TechniqueContext, build_params
+
+    model = load_source("tiny-llama", threads=1)
+    for name in TECHNIQUES.names():
+        cls = TECHNIQUES.get(name)
+        if not getattr(cls, "runs_on_device", False):
+            continue
+        ctx = TechniqueContext(seed=0, workdir=tmp_path / name, hardware={"device": "cuda"},
+                               inputs={"teacher": model}, max_steps=2)
+        out = cls(build_params(cls, {})).run(model, ctx).handle
+        assert out.lineage[-1].device == "cuda" and out.device.startswith("cuda"), name
+        (ll,) = out.loglikelihood([("The river", " flows")])
+        assert math.isfinite(ll.logprob), name
+        out.save(tmp_path / f"{name}-saved")
+        (back,) = ModelHandle.load(tmp_path / f"{name}-saved").loglikelihood([("The river", " flows")])
+        assert back.logprob == pytest.approx(ll.logprob, abs=1e-2), name

@@ -90,14 +90,18 @@ def test_evaluate_all_measures_intermediate_nodes(test_components, tmp_path):
     assert summary.suite_runs_executed == 3  # source, first step, second step
 
 
-def test_subprocess_executor_matches_inprocess(test_components, tmp_path):
+def test_subprocess_executor_with_jobs_matches_inprocess(test_components, tmp_path):
     spec = "name: sp\nbase: tiny-llama\nsuites: {test_nll: {}}\npaths: [[tune.test_noise], [prune.test_fail]]\n"
     a = run(spec, tmp_path / "a")
-    b = run(spec, tmp_path / "b", executor="subprocess")
+    b = run(spec, tmp_path / "b", executor="subprocess", jobs=2)  # two child processes at once
     assert (b.steps_executed, b.steps_failed) == (a.steps_executed, a.steps_failed) == (1, 1)
     va = rows(tmp_path / "a", "SELECT path_name, value FROM metrics_long ORDER BY path_name")
     vb = rows(tmp_path / "b", "SELECT path_name, value FROM metrics_long ORDER BY path_name")
     assert va == vb
+    where = rows(tmp_path / "b", "SELECT json_extract_string(machine, '$.executor'), json_extract(machine, '$.pid') "
+                                 "FROM nodes WHERE technique IS NOT NULL UNION ALL SELECT json_extract_string(machine, "
+                                 "'$.executor'), json_extract(machine, '$.pid') FROM suite_runs")
+    assert {w[0] for w in where} == {"subprocess"} and str(os.getpid()) not in {str(w[1]) for w in where}
 
 
 def test_sigkill_midway_then_resume(test_components, tmp_path):

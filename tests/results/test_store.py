@@ -73,7 +73,7 @@ def test_older_database_migrates_and_keeps_rows(tmp_path: Path):
     con.close()
 
 
-def test_v3_database_migrates_to_v4_and_keeps_rows(tmp_path: Path):
+def test_v3_database_migrates_to_the_latest_schema_and_keeps_rows(tmp_path: Path):
     db = tmp_path / "v3.duckdb"
     con = duckdb.connect(str(db))
     assert migrate(con, upto=3) == 3
@@ -84,11 +84,11 @@ def test_v3_database_migrates_to_v4_and_keeps_rows(tmp_path: Path):
     con.close()
     ResultStore(db)
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 4 == SCHEMA_VERSION
-    assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,), (3,), (4,)]
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5 == SCHEMA_VERSION
+    assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, 6)]
     assert con.execute("SELECT node_hash, technique, params, wall_time_s, artifact_bytes, run_id, format, report, "
-                       "lineage_step FROM nodes").fetchall() == [
-        ("n1", "prune.magnitude", '{"sparsity": 0.5}', 1.5, 4096, "r0", None, None, None)]
+                       "lineage_step, machine FROM nodes").fetchall() == [
+        ("n1", "prune.magnitude", '{"sparsity": 0.5}', 1.5, 4096, "r0", None, None, None, None)]
     assert con.execute("SELECT name, leaf_hash FROM paths").fetchall() == [("v3 path", "n1")]
     con.close()
     names, body = queries.run_sql(db, "SELECT node_hash, artifact_bytes, format, report FROM node_costs")
@@ -177,3 +177,24 @@ def test_cli_results_sql_and_export(two_path_db: Path, tmp_path: Path):
         assert n == 6
     wrong = slm("export", "--db", str(two_path_db), "--format", "xlsx")
     assert wrong.returncode == 2 and "allowed: parquet, csv, json" in wrong.stderr
+
+
+def test_where_a_task_ran_is_stored_with_that_machines_own_environment(tmp_path: Path):
+    db = tmp_path / "v5.duckdb"
+    store = ResultStore(db)
+    worker_env = {"cpu_model": "Worker CPU", "cpu_cores_logical": 64, "ram_bytes": 2**38, "gpu": None, "os": "Linux"}
+    machine = {"host": "worker-3", "pid": 4242, "executor": "ray", "node_id": "abc123", "environment": worker_env}
+    store.record_suite_run("r1", {"run_key": "k1", "node_hash": "n1", "suite": "quality", "status": "ok",
+                                  "machine": machine, "metrics": []})
+    store.record_node("r1", {"node_hash": "n2", "kind": "model", "technique": "prune.magnitude", "status": "ok",
+                             "machine": {**machine, "host": "worker-4"}})
+    con = duckdb.connect(str(db), read_only=True)
+    (stored,) = con.execute("SELECT machine FROM suite_runs").fetchone()
+    stored = json.loads(stored)
+    assert {k: stored[k] for k in ("host", "pid", "executor", "node_id")} == {k: machine[k] for k in
+                                                                             ("host", "pid", "executor", "node_id")}
+    assert "environment" not in stored
+    assert con.execute("SELECT cpu, cores FROM environments WHERE env_id = ?", [stored["env_id"]]).fetchall() == [
+        ("Worker CPU", 64)]
+    assert json.loads(con.execute("SELECT machine FROM nodes").fetchone()[0])["host"] == "worker-4"
+    con.close()

@@ -266,3 +266,36 @@ def test_energy_sensor_covers_the_device_the_work_runs_on(monkeypatch, tmp_path)
     with EnergyMeter(tmp_path / "w", powercap=tmp_path, device="cpu") as cpu:
         sum(range(10000))
     assert cpu.method != "measured:nvml"
+
+
+def test_a_window_under_foreign_load_is_measured_again_when_asked_and_the_quietest_kept():
+    from suites._measure import quietest
+
+    loads = iter([{"foreign_load": 1.4, "under_load": True}, {"foreign_load": 0.9, "under_load": True},
+                  {"foreign_load": 0.1, "under_load": False}, {"foreign_load": 0.0, "under_load": False}])
+    calls, pauses = [], []
+
+    def measure():
+        calls.append(1)
+        return len(calls), next(loads)
+
+    value, load = quietest(measure, retries=5, sleep=pauses.append)
+    assert value == 3 and len(calls) == 3 and len(pauses) == 2  # stops at the first quiet window
+    assert load["attempts"] == 3 and load["attempt_foreign_loads"] == [1.4, 0.9, 0.1] and not load["under_load"]
+    busy = iter([{"foreign_load": 2.0, "under_load": True}, {"foreign_load": 0.8, "under_load": True}])
+    value, load = quietest(lambda: (next(busy)["foreign_load"], {"foreign_load": 0.8, "under_load": True}), 1,
+                           sleep=lambda s: None)
+    assert load["attempts"] == 2 and load["under_load"]  # retries spent: kept, still flagged
+    once = quietest(lambda: (7, {"foreign_load": 3.0, "under_load": True}), 0, sleep=pauses.append)
+    assert once == (7, {"foreign_load": 3.0, "under_load": True})  # not asked: measured once, flagged
+
+
+@pytest.mark.parametrize("suite", ["latency", "energy"])
+def test_remeasure_under_load_is_an_option_of_the_timing_suites(suite, tiny_handle, tmp_path):
+    from adapters.errors import UsageError
+    from suites.base import SUITES, SuiteContext
+
+    assert "remeasure_under_load" in SUITES.get(suite).options
+    ctx = SuiteContext(profile="quick", options={"remeasure_under_load": -1}, workdir=tmp_path)
+    with pytest.raises(UsageError, match=f"{suite}.remeasure_under_load: -1 is not allowed"):
+        SUITES.get(suite)().run(tiny_handle, ctx)
