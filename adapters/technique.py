@@ -132,7 +132,8 @@ class Technique:
     Class attributes set by :func:`technique`: ``name`` and ``component``. Subclasses may set
     ``version`` (bump it when the output for the same params changes: it is part of the cache key),
     ``inputs`` (roles of auxiliary inputs it needs, e.g. ``("teacher",)``), ``list_inputs`` (the roles that
-    take several models, in order, as merging does; a list given to another role sweeps it), ``role_formats`` (the formats
+    take several models, in order, as merging does; a list given to another role sweeps it), ``defaults_to_base`` (the
+    roles that take the path's base model when the step does not name one), ``role_formats`` (the formats
     each auxiliary model role accepts), ``requires`` (the packages it needs, for messages and provenance),
     ``inference_time`` (True when it changes generation only and leaves the weights untouched),
     ``uses_seed`` (False when its output does not depend on the seed: the seed then stays out of its
@@ -160,6 +161,7 @@ class Technique:
     uses_seed: ClassVar[bool] = True
     uses_step_budget: ClassVar[bool] = False
     runs_on_device: ClassVar[bool] = False
+    defaults_to_base: ClassVar[tuple[str, ...]] = ()
     accepts: ClassVar[tuple[str, ...]] = F.FLOAT_TORCH
     produces: ClassVar[str | None] = None
     dequantizes: ClassVar[tuple[str, ...]] = ()
@@ -223,6 +225,12 @@ class Technique:
         """What the technique does to take an input of this format, when it converts it (None otherwise)."""
         if input_format in cls.dequantizes:
             return f"dequantized the {input_format} weights to float before {cls.name}"
+        return None
+
+    @classmethod
+    def check_roles(cls, params: Any, counts: dict[str, int]) -> str | None:
+        """What is wrong with how many models each auxiliary role got (``counts``: role -> models), as a message
+        naming the field; None when it fits. The planner calls it, so the error comes at plan time."""
         return None
 
     @classmethod

@@ -308,6 +308,10 @@ class _Planner:
         if isinstance(dataset, str) and dataset in self.spec.datasets:
             inputs["dataset"] = self._dataset_node(self.spec.datasets[dataset], path.base)
         built = build_params(cls, params, where=f"{self.spec.file}: {step.where}")
+        problem = cls.check_roles(built, {r: len(v) if isinstance(v, list) else 1 for r, v in inputs.items()
+                                          if r in cls.inputs})
+        if problem:
+            self.fail(step.where, problem)
         out_format = self._check_formats(path, index, step, cls, built, inputs)
         full = params_dict(built)
         node = Node(node_hash(cls, built, full, inputs, self.spec), "model", cls.name, cls.version, full, inputs, None,
@@ -345,8 +349,9 @@ class _Planner:
                 self.fail(where, f"expected at least one base or path name, got {ref!r}")
             return [self._reference(step, role, r, base) for r in ref]
         if ref is None:
-            if role == "reference":  # data selection scores with the path's base by default
-                return self._source_node(base, where)
+            cls = get_technique(step.technique)
+            if role == "reference" or role in getattr(cls, "defaults_to_base", ()):  # e.g. data selection scores
+                return self._source_node(base, where)  # with the path's base; task vectors are taken from it
             self.fail(where, f"{step.technique} needs `{role}:` naming a base ({', '.join(self.spec.bases)}) or a path")
         if not isinstance(ref, str):
             self.fail(where, f"expected the name of a base or a path, got {ref!r}")

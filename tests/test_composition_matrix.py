@@ -46,6 +46,9 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
                      "seq_len": 16, "n_texts": 16},
     "prune.wanda": {"n_calibration": 2, "seq_len": 16},
     "prune.magnitude": {"sparsity": 0.5},
+    "prune.sparsegpt": {"n_samples": 2, "seq_len": 16, "sparsity": 0.5},
+    "prune.layers": {"n_calibration": 2, "seq_len": 16},
+    "train.continual": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16, "warmup_steps": 0},
     "factorize.svd": {"rank": 4},
     "quant.awq": {"group_size": 32, "n_samples": 2, "seq_len": 32},
     # group 4 divides every input width of the pico model (64, 128) and the low-rank factors' (8, 4)
@@ -110,7 +113,7 @@ def _context(workdir: Path, base: Any) -> TechniqueContext:
     from adapters.corpus import synthetic_corpus
 
     return TechniqueContext(seed=0, workdir=workdir, hardware={"device": "cpu", "threads": 1},
-                            inputs={"teacher": base, "reference": base},
+                            inputs={"teacher": base, "reference": base, "models": [base], "base": base},
                             datasets={"synthetic": synthetic_corpus(64)}, max_steps=2)
 
 
@@ -121,8 +124,10 @@ def _outputs(handle: Any) -> dict[str, Any]:
 
 def _step(name: str, params: dict[str, Any], cls: Any) -> Any:
     params = dict(params)
-    for role in cls.inputs:  # auxiliary models (the teacher) are the spec's base
-        if role != "reference":
+    for role in cls.inputs:  # auxiliary models (the teacher, the models merged) are the spec's base
+        if role in cls.list_inputs:
+            params.setdefault(role, ["base"])
+        elif role != "reference" and role not in cls.defaults_to_base:
             params.setdefault(role, "base")
     return {name: params} if params else name
 

@@ -25,7 +25,8 @@ def _context(tmp_path, tiny_handle) -> TechniqueContext:
     from adapters.corpus import synthetic_corpus
 
     return TechniqueContext(seed=0, workdir=tmp_path, hardware={"device": "cpu", "threads": 1},
-                            inputs={"teacher": tiny_handle, "reference": tiny_handle},
+                            inputs={"teacher": tiny_handle, "reference": tiny_handle, "models": [tiny_handle],
+                                    "base": tiny_handle},
                             datasets={"synthetic": synthetic_corpus(64)}, max_steps=2)
 
 
