@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from adapters.errors import UsageError
 from adapters.technique import Applied, technique
-from adapters.techniques._training import copied_model, finite, seeded, step_budget, token_blocks, trainable_counts
+from adapters.techniques._training import (
+    copied_model,
+    finite,
+    seeded,
+    step_budget,
+    token_blocks,
+    trainable_counts,
+)
 from adapters.techniques.peft_lora import _WeightTraining, reapply_masks, zero_masks
 
 if TYPE_CHECKING:
