@@ -23,6 +23,7 @@ def prepare_process() -> None:
     # torchao warns about CUDA-only kernels it cannot load on a CPU build; torch about deprecated pytree enums
     logging.getLogger("torchao").setLevel(logging.ERROR)
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # llmcompressor's tracing (SparseGPT)
 
 
 def set_threads(threads: int) -> int:

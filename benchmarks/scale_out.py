@@ -3,11 +3,13 @@
 1. A 9-path grid (prune.magnitude x quant) on the pico model with quality suites, run sequentially
    (``inprocess``), with ``--jobs 2`` (subprocess) and with Ray (a local instance with 2 CPUs), each into a fresh
    workspace: wall times, their ratios to sequential, and whether every quality metric is identical.
-2. Latency isolation: the latency suite on three paths measured (a) alone, (b) in a run where quality jobs of
-   nine paths run next to it with ``--jobs 2`` (the scheduler's exclusive slot on), and (c) the same with the
-   exclusive slot switched off in this process (latency shares the two cores with quality jobs). Decode and
-   prefill tokens/s per path with their stderr, and the shift of (b) and (c) from (a) in units of the combined
-   stderr. (b) must stay within its noise; (c) shows what the slot prevents.
+2. Latency isolation: the latency suite on three paths measured (a) alone, (a') alone again (the run-to-run
+   noise on this shared machine, which a run's own stderr does not see), (b) in a run where quality jobs of nine
+   paths run next to it with ``--jobs 2`` (the scheduler's exclusive slot on), and (c) the same with the exclusive
+   slot switched off in this process (latency shares the two cores with quality jobs). Decode and prefill
+   tokens/s per path with their stderr and the foreign load measured during them, and the shift of (a'), (b) and
+   (c) from (a) in units of the combined stderr. (b) must move no more than (a') does; (c) shows what the slot
+   prevents.
 
     python benchmarks/scale_out.py [--out DIR] [--skip-ray]
 
@@ -92,11 +94,12 @@ def latency(out: Path) -> dict[str, object]:
                          f"suites:\n  quality: {{profile: quick, limit: 60}}\n  {LATENCY}")
     cls = SUITES.get("latency")
     results = {}
-    for name, text, exclusive in (("alone", alone, True), ("next to quality, slot on", mixed, True),
-                                  ("next to quality, slot off", mixed, False)):
+    sides = ("alone again", "next to quality, slot on", "next to quality, slot off")
+    for name, text, exclusive in (("alone", alone, True), ("alone again", alone, True),
+                                  ("next to quality, slot on", mixed, True), ("next to quality, slot off", mixed, False)):
         cls.exclusive = exclusive
         ws = out / f"lat-{len(results)}"
-        wall, summary = run(text, ws, executor="subprocess", jobs=2 if name != "alone" else 1)
+        wall, summary = run(text, ws, executor="subprocess", jobs=1 if name.startswith("alone") else 2)
         assert summary.status == "ok", summary.failures
         got = rows(ws, "SELECT path_name, metric, value, stderr, n, "
                        "json_extract(details, '$.foreign_load')::DOUBLE FROM metrics_long WHERE suite = 'latency' "
@@ -109,10 +112,10 @@ def latency(out: Path) -> dict[str, object]:
     table = []
     for key in sorted(base):
         line = f"  {key[0][:34]:<34} {key[1]:<21} alone {base[key][0]:8.1f} ± {base[key][1]:5.1f}"
-        for name in ("next to quality, slot on", "next to quality, slot off"):
+        for name in sides:
             v, s, _, fl = results[name][key]
             z = (v - base[key][0]) / math.hypot(s, base[key][1])
-            line += f" | {name.split(', ')[1]} {v:8.1f} ± {s:5.1f} (z {z:+5.1f}, load {fl:.2f})"
+            line += f" | {name.split(', ')[-1]} {v:7.1f} ± {s:5.1f} (z {z:+5.1f}, load {fl:.2f})"
             table.append({"path": key[0], "metric": key[1], "side": name, "value": v, "stderr": s, "z": z,
                           "foreign_load": fl, "alone": base[key][0], "alone_stderr": base[key][1]})
         print(line)

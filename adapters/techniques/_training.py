@@ -30,6 +30,15 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+def quiet_trainer(trainer: Any) -> Any:
+    """A transformers ``Trainer`` that does not print a dict per logging step (with ``disable_tqdm`` it adds a
+    ``PrinterCallback``); losses stay in ``trainer.state.log_history`` for the step's report."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def copied_model(handle: ModelHandle) -> Any:
     """A float copy of the handle's model (techniques never change their input handle): a deep copy, or,
     for a quantized format, a dequantized copy with the same structure (see ``Technique.dequantizes``)."""

@@ -83,6 +83,10 @@ class SparseGPTPrune(Technique):
         with seeded(ctx.seed), cpu_intermediates():
             oneshot(model=model, processor=handle.tokenizer, dataset=data, recipe=[recipe], max_seq_length=p.seq_len,
                     num_calibration_samples=len(data), shuffle_calibration_samples=False, output_dir=None)
+        from compressed_tensors.offload.dispatch import remove_dispatch
+
+        remove_dispatch(model, onload_tensors=True)  # oneshot leaves its offloading wrappers: a plain model again,
+        model.__dict__.pop("save_pretrained", None)  # saved by transformers' own save_pretrained, not llmcompressor's
         model.eval()
         layers = decoder_linears(model)
         found = apply_masks(layers, {name: lin.weight != 0 for name, lin in layers.items()})

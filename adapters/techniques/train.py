@@ -15,6 +15,7 @@ from adapters.technique import Applied, technique
 from adapters.techniques._training import (
     copied_model,
     finite,
+    quiet_trainer,
     seeded,
     step_budget,
     token_blocks,
@@ -161,6 +162,7 @@ class ContinualPretraining(_WeightTraining):
         with seeded(ctx.seed):
             trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=_collate,
                               callbacks=[KeepZeros()] if masks else [])
+            quiet_trainer(trainer)
             if steps > 0:
                 trainer.train()
         trained = trainer.model

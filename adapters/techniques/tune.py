@@ -19,6 +19,7 @@ from adapters.techniques._training import (
     TrainReport,
     copied_model,
     finite,
+    quiet_trainer,
     seeded,
     step_budget,
     trainable_counts,
@@ -119,6 +120,7 @@ class SupervisedFineTune(_WeightTraining):
         with seeded(ctx.seed):
             trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(records),
                                  processing_class=handle.tokenizer, peft_config=peft_config)
+            quiet_trainer(trainer)
             trainable, total = trainable_counts(trainer.model)
             if steps > 0:
                 trainer.train()
