@@ -10,13 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
+from run_helpers import rows, run
 
 from harness.runner import Runner
 from harness.spec import parse_spec
@@ -36,18 +35,6 @@ grid:
   second: [none, {tune.test_noise: {scale: 0.03}}, {tune.test_noise: {scale: 0.04}}]
 """
 SMALL = "name: rs\nbase: tiny-llama\nsuites: {test_nll: {}}\npaths: [[tune.test_noise], [prune.test_fail]]\n"
-
-
-def run(text: str, ws: Path, **kw):
-    return Runner(parse_spec(textwrap.dedent(text), file="spec.yaml"), ws, progress=False, **kw).run()
-
-
-def rows(ws: Path, sql: str):
-    con = duckdb.connect(str(ws / "results.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module", autouse=True)

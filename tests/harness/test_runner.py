@@ -9,13 +9,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
-import duckdb
 import pytest
-
-from harness.runner import Runner
-from harness.spec import parse_spec
+from run_helpers import rows, run
 
 GRID = """
 name: grid3x3
@@ -27,18 +23,6 @@ grid:
   prune: [none, {tune.test_noise: {scale: 0.01}}, {tune.test_noise: {scale: 0.02}}]
   quantize: [none, {tune.test_noise: {scale: 0.03}}, {tune.test_noise: {scale: 0.04}}]
 """
-
-
-def run(text: str, ws: Path, **kw):
-    return Runner(parse_spec(textwrap.dedent(text), file="spec.yaml"), ws, progress=False, **kw).run()
-
-
-def rows(ws: Path, sql: str):
-    con = duckdb.connect(str(ws / "results.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_grid_runs_unique_nodes_once_and_rerun_does_nothing(test_components, tmp_path):
