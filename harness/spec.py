@@ -271,11 +271,56 @@ def _sweep_values(value: Any, list_valued: bool) -> list[Any]:
     return value
 
 
+def _repeated(block: Any, ctx: _Ctx, where: str) -> list[tuple[Any, str]]:
+    """``{repeat: {times: N, steps: [...]}}`` -> its steps N times, in order, as (step item, where).
+
+    Inside the block a parameter given as a list of N values is a schedule (round i takes value i; for a
+    list-valued parameter, a list of N lists); any other value is the same in every round. Sweeps are not allowed
+    inside a repeat (a list of another length is an error)."""
+    if not isinstance(block, dict) or set(block) - {"times", "steps"} or "steps" not in block:
+        ctx.fail(where, f"expected {{times: N, steps: [...]}}, got {block!r}")
+    times = block.get("times")
+    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+        ctx.fail(f"{where}.times", f"{times!r} is not allowed (an integer >= 1)")
+    steps = block["steps"]
+    if not isinstance(steps, list) or not steps:
+        ctx.fail(f"{where}.steps", f"expected a non-empty list of steps, got {steps!r}")
+    out: list[tuple[Any, str]] = []
+    for r in range(times):
+        for j, item in enumerate(steps):
+            at = f"{where}.steps[{j}]"
+            if isinstance(item, dict) and len(item) == 1:
+                (technique, params), = item.items()
+                if isinstance(params, dict):
+                    listed = _list_params(str(technique))
+                    item = {technique: {k: _scheduled(v, k in listed, times, r, ctx, f"{at}.{k}")
+                                        for k, v in params.items()}}
+            out.append((item, f"{at} (round {r + 1} of {times})"))
+    return out
+
+
+def _scheduled(value: Any, list_valued: bool, times: int, round_: int, ctx: _Ctx, where: str) -> Any:
+    """The value of one parameter in round ``round_`` of a repeat block (see :func:`_repeated`)."""
+    if not isinstance(value, list) or (list_valued and not all(isinstance(v, list) for v in value)):
+        return value
+    if len(value) != times:
+        ctx.fail(where, f"{value!r}: a schedule inside a repeat needs one value per round ({times}), got "
+                        f"{len(value)} (sweeps are not allowed inside a repeat)")
+    return value[round_]
+
+
 def _steps(items: Any, ctx: _Ctx, where: str, sweep: bool = True) -> list[list[StepSpec]]:
-    """A written step list -> every expanded step list (cartesian over swept parameters)."""
+    """A written step list -> every expanded step list (cartesian over swept parameters); ``repeat`` blocks are
+    unrolled first (:func:`_repeated`)."""
     if not isinstance(items, list):
         ctx.fail(where, f"expected a list of steps, got {items!r}")
-    options = [_step_variants(it, ctx, f"{where}[{i}]") for i, it in enumerate(items)]
+    flat: list[tuple[Any, str]] = []
+    for i, it in enumerate(items):
+        if isinstance(it, dict) and set(it) == {"repeat"}:
+            flat.extend(_repeated(it["repeat"], ctx, f"{where}[{i}].repeat"))
+        else:
+            flat.append((it, f"{where}[{i}]"))
+    options = [_step_variants(it, ctx, at) for it, at in flat]
     out = [[s for s in combo if s is not None] for combo in itertools.product(*options)]
     return out if sweep else out[:1]
 
