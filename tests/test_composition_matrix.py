@@ -42,6 +42,7 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "peft.lora": {"r": 2, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "tune.sft": {"max_steps": 1, "batch_size": 1, "max_length": 128, "n_examples": 4},
     "distill.logit": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16, "eval_blocks": 1},
+    "distill.feature": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16, "eval_blocks": 1},
     "init.scratch": {"hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "max_steps": 1, "batch_size": 1,
                      "seq_len": 16, "n_texts": 16},
     "prune.wanda": {"n_calibration": 2, "seq_len": 16},

@@ -105,7 +105,7 @@ def sparsity_keeper(model: Any) -> Any:
 
 def _check_vocab(student: ModelHandle, teacher: ModelHandle) -> None:
     if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
-        raise UsageError("distill.logit needs a teacher with the student's tokenizer (the vocabularies differ)")
+        raise UsageError("distillation needs a teacher with the student's tokenizer (the vocabularies differ)")
 
 
 @dataclass(frozen=True)
@@ -182,4 +182,120 @@ class LogitDistill(_WeightTraining):
         after = mean_kl(student, teacher.model, held_out)
         report = DistillReport(finite(before), finite(after), len(held_out), result.steps, finite(result.first_loss),
                                finite(result.final_loss), teacher.source, p.keep_sparsity)
+        return Applied(handle.derive(model=student), report)
+
+
+@dataclass(frozen=True)
+class FeatureKDParams(LogitKDParams):
+    """Params of ``distill.feature``: those of ``distill.logit``, plus
+
+    Attributes:
+        beta: weight of the feature term; ``alpha`` still weighs the logit KD term (0: features only) and
+            ``1 - alpha`` cross-entropy on the data.
+    """
+
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+
+
+@dataclass(frozen=True)
+class FeatureReport(DistillReport):
+    """What feature distillation did: :class:`DistillReport` plus the hidden-state match.
+
+    Attributes:
+        feature_mse_before: mean squared error between the (projected) student and teacher hidden states on the
+            held-out sequences before training, averaged over the matched layers.
+        feature_mse_after: the same after training.
+        layer_map: student block -> teacher block whose outputs it was trained to match.
+        projection: whether a learned projection mapped the student's width to the teacher's (dropped after).
+    """
+
+    feature_mse_before: float | None = None
+    feature_mse_after: float | None = None
+    layer_map: dict[int, int] | None = None
+    projection: bool = False
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
+    """Student block i (1-based output index) -> the teacher block at the same relative depth."""
+    return {i: max(1, round(i * teacher_layers / student_layers)) for i in range(1, student_layers + 1)}
+
+
+@technique("distill.feature")
+class FeatureDistill(LogitDistill):
+    """White-box feature distillation (FitNets, Romero et al., 2015; TinyBERT-style hidden-state matching): train the
+    student's hidden states to match the teacher's at the same relative depth (MSE, through a learned linear
+    projection when the widths differ, e.g. a structurally pruned student), optionally with the logit KD term.
+
+    The teacher is the input role ``teacher`` (same tokenizer). The report has the KL and the feature MSE to the
+    teacher on held-out sequences before and after.
+    """
+
+    Params = FeatureKDParams
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
+        import torch
+
+        from adapters.corpus import resolve_texts
+
+        p = self.params
+        teacher = ctx.inputs.get("teacher")
+        if not isinstance(teacher, ModelHandle) or teacher.backend != "torch":
+            raise UsageError("distill.feature needs a torch teacher model as input `teacher:`")
+        _check_vocab(handle, teacher)
+        handle.activate()
+        student = copied_model(handle)
+        device = next(student.parameters()).device
+        blocks = [torch.tensor([b], device=device)
+                  for b in token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)]
+        held_out = blocks[: p.eval_blocks]
+        train_ids = [b[0].tolist() for b in (blocks[p.eval_blocks :] or blocks)]
+        teacher.model.eval()
+        s_cfg, t_cfg = student.config, teacher.model.config
+        pairs = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+        widths = (s_cfg.hidden_size, t_cfg.hidden_size)
+        proj = torch.nn.Linear(*widths, bias=False).to(device) if widths[0] != widths[1] else None
+        if proj is not None:
+            with torch.no_grad():  # start as a truncated identity
+                proj.weight.copy_(torch.eye(widths[1], widths[0], device=device))
+            student.add_module("_feature_projection", proj)  # trained with the student, removed after
+
+        def feature_mse(s_states: Any, t_states: Any) -> Any:
+            total = 0.0
+            for i, j in pairs.items():
+                s = s_states[i].float()
+                total = total + torch.nn.functional.mse_loss(proj(s) if proj is not None else s, t_states[j].float())
+            return total / len(pairs)
+
+        def loss_fn(model: Any, ids: Any) -> Any:
+            with torch.no_grad():
+                t_out = teacher.model(input_ids=ids, output_hidden_states=True)
+            out = model(input_ids=ids, labels=ids if p.alpha < 1 else None, output_hidden_states=True)
+            loss = p.beta * feature_mse(out.hidden_states, t_out.hidden_states)
+            if p.alpha > 0:
+                loss = loss + p.alpha * kd_loss(out.logits, t_out.logits, p.temperature)
+            return loss + (1 - p.alpha) * out.loss if p.alpha < 1 else loss
+
+        def held_out_mse() -> float:
+            with torch.no_grad():
+                return sum(float(feature_mse(student(input_ids=ids, output_hidden_states=True).hidden_states,
+                                             teacher.model(input_ids=ids, output_hidden_states=True).hidden_states))
+                           for ids in held_out) / len(held_out)
+
+        steps = step_budget(p.max_steps, ctx, 100)
+        before, mse_before = mean_kl(student, teacher.model, held_out), held_out_mse()
+        with seeded(ctx.seed):
+            result = train(student, batches(train_ids, p.batch_size, ctx.seed), steps, loss_fn, lr=p.lr,
+                           warmup=min(10, steps // 10), after_step=sparsity_keeper(student) if p.keep_sparsity else None,
+                           progress=ctx.progress)
+        after, mse_after = mean_kl(student, teacher.model, held_out), held_out_mse()
+        if proj is not None:
+            del student._feature_projection
+        report = FeatureReport(finite(before), finite(after), len(held_out), result.steps, finite(result.first_loss),
+                               finite(result.final_loss), teacher.source, p.keep_sparsity, finite(mse_before),
+                               finite(mse_after), pairs, proj is not None)
         return Applied(handle.derive(model=student), report)
