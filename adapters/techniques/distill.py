@@ -148,7 +148,9 @@ class LogitDistill(_WeightTraining):
     role_formats = {"teacher": F.TORCH_BACKEND}
     requires = ("torch", "transformers")
 
-    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
+    def prepare(self, handle: ModelHandle, ctx: TechniqueContext) -> tuple[ModelHandle, Any, list[Any], list[list[int]]]:
+        """The teacher (checked), a float copy of the student, held-out id tensors on the student's device and the
+        training blocks."""
         import torch
 
         from adapters.corpus import resolve_texts
@@ -156,15 +158,21 @@ class LogitDistill(_WeightTraining):
         p = self.params
         teacher = ctx.inputs.get("teacher")
         if not isinstance(teacher, ModelHandle) or teacher.backend != "torch":
-            raise UsageError("distill.logit needs a torch teacher model as input `teacher:`")
+            raise UsageError(f"{self.name} needs a torch teacher model as input `teacher:`")
         _check_vocab(handle, teacher)
         handle.activate()
         student = copied_model(handle)
         device = next(student.parameters()).device
-        blocks = [torch.tensor([b], device=device) for b in token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)]
-        held_out = blocks[: p.eval_blocks]
-        train_ids = [b[0].tolist() for b in (blocks[p.eval_blocks :] or blocks)]
+        blocks = [torch.tensor([b], device=device)
+                  for b in token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)]
         teacher.model.eval()
+        return teacher, student, blocks[: p.eval_blocks], [b[0].tolist() for b in (blocks[p.eval_blocks :] or blocks)]
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
+        import torch
+
+        p = self.params
+        teacher, student, held_out, train_ids = self.prepare(handle, ctx)
 
         def loss_fn(model: Any, ids: Any) -> Any:
             with torch.no_grad():
@@ -240,21 +248,9 @@ class FeatureDistill(LogitDistill):
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         import torch
 
-        from adapters.corpus import resolve_texts
-
         p = self.params
-        teacher = ctx.inputs.get("teacher")
-        if not isinstance(teacher, ModelHandle) or teacher.backend != "torch":
-            raise UsageError("distill.feature needs a torch teacher model as input `teacher:`")
-        _check_vocab(handle, teacher)
-        handle.activate()
-        student = copied_model(handle)
+        teacher, student, held_out, train_ids = self.prepare(handle, ctx)
         device = next(student.parameters()).device
-        blocks = [torch.tensor([b], device=device)
-                  for b in token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)]
-        held_out = blocks[: p.eval_blocks]
-        train_ids = [b[0].tolist() for b in (blocks[p.eval_blocks :] or blocks)]
-        teacher.model.eval()
         s_cfg, t_cfg = student.config, teacher.model.config
         pairs = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
         widths = (s_cfg.hidden_size, t_cfg.hidden_size)
