@@ -24,6 +24,11 @@ def prepare_process() -> None:
     logging.getLogger("torchao").setLevel(logging.ERROR)
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # llmcompressor's tracing (SparseGPT)
+    import warnings
+
+    # quant.int8 builds torch.ao quantized tensors, which torch 2.13 announces as deprecated on every first use
+    warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+                            category=UserWarning)
 
 
 def set_threads(threads: int) -> int:
