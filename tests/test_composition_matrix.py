@@ -49,6 +49,7 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "prune.magnitude": {"sparsity": 0.5},
     "prune.sparsegpt": {"n_samples": 2, "seq_len": 16, "sparsity": 0.5},
     "prune.layers": {"n_calibration": 2, "seq_len": 16},
+    "prune.structured": {"mlp_ratio": 0.25, "head_ratio": 0.5},
     "train.continual": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16, "warmup_steps": 0},
     "factorize.svd": {"rank": 4},
     "quant.awq": {"group_size": 32, "n_samples": 2, "seq_len": 32},
