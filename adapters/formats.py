@@ -18,6 +18,8 @@ path with these names before anything runs.
 
 The structure of a model (which linears are low-rank pairs, and their ranks) is read from the model
 itself when saving and written to ``structure.json``, so a quantized low-rank model reloads with its pairs.
+Decoder blocks that share weights (``config.layer_sharing``, from ``init.scratch``) are stored once and shared
+again on load (:func:`adapters.sources.restore_block_sharing`).
 Nothing about persistence is carried in ``handle.meta``.
 """
 
@@ -119,6 +121,10 @@ def empty_model(path: Path) -> Any:
 
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None))
+    if shares_blocks(config):  # before the low-rank pairs: a pair replaces a shared part at every depth
+        from adapters.sources import restore_block_sharing
+
+        restore_block_sharing(model, path)
     structure = Path(path) / STRUCTURE_FILE
     if structure.is_file():
         for name, rank in json.loads(structure.read_text()).get("lowrank", {}).items():
@@ -137,7 +143,9 @@ def load_weights(model: Any, path: Path, files: list[Path] | None = None) -> Any
         state.update(load_file(str(shard)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    missing = [k for k in missing if not (k == "lm_head.weight" and tied)]
+    tensors = model.state_dict(keep_vars=True)
+    loaded = {id(tensors[k]) for k in state if k in tensors}  # a shared block's tensors are stored once
+    missing = [k for k in missing if not (k == "lm_head.weight" and tied) and id(tensors[k]) not in loaded]
     if missing or unexpected:
         raise ModelLoadError(f"{path}: the stored weights do not match the model (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]})")
@@ -162,13 +170,21 @@ def _save_pretrained(handle: ModelHandle, path: Path) -> None:
 
 
 def _load_pretrained(path: Path, info: dict[str, Any]) -> ModelHandle:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from adapters.handle import ModelHandle
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    if shares_blocks(AutoConfig.from_pretrained(path)):
+        model = load_weights(empty_model(path), path)  # blocks that share weights: rebuilt, then loaded
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     model.eval()
     return ModelHandle(model, tokenizer_of(path), **info)
+
+
+def shares_blocks(config: Any) -> bool:
+    """Whether a model config records decoder blocks that share weights (``init.scratch`` layer sharing)."""
+    return getattr(config, "layer_sharing", "none") != "none"
 
 
 def _save_lowrank(handle: ModelHandle, path: Path) -> None:

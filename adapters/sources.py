@@ -7,7 +7,9 @@ Accepted forms (in a spec's ``base:`` or on the command line):
 * a local Hugging Face directory (has ``config.json``), or a directory written by ``ModelHandle.save``;
 * a ``.gguf`` file (dequantized by transformers);
 * a hub id ``org/name`` (only where the network allows; offline it fails with a clear message);
-* ``{"scratch": {...LlamaConfig fields...}}``: a randomly initialised Llama of that shape.
+* ``{"scratch": {...LlamaConfig fields...}}``: a randomly initialised Llama of that shape (with
+  ``layer_sharing: immediate`` and ``share_repeat``, MobileLLM's block-wise weight sharing: see
+  :func:`share_blocks`).
 """
 
 from __future__ import annotations
@@ -173,9 +175,14 @@ def smollm2_checkpoint_dir() -> Path:
 
 
 def _load_hf_dir(path: Path) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    from adapters.formats import empty_model, load_weights, shares_blocks
+
+    if shares_blocks(AutoConfig.from_pretrained(path)):
+        model = load_weights(empty_model(path), path)  # blocks that share weights: rebuilt, then loaded
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     return model, AutoTokenizer.from_pretrained(path)
 
 
@@ -203,11 +210,130 @@ def build_scratch(config: dict[str, Any], seed: int = 0) -> tuple[Any, Any]:
         pad_token_id=tokenizer.pad_token_id,
         **config,
     )
+    repeat = _share_repeat(cfg)
     gen = torch.random.fork_rng()
     with gen:
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)
+    if repeat > 1:
+        share_blocks(model, repeat)
     return model, tokenizer
+
+
+# -- block-wise weight sharing (MobileLLM) --------------------------------------------------------
+#: values of a config's ``layer_sharing``
+LAYER_SHARING = ("none", "immediate")
+#: the parts of a Llama decoder block that hold its weights (what sharing shares)
+BLOCK_PARTS = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
+
+
+def _share_repeat(cfg: Any) -> int:
+    """How many times in a row each block runs under the config's ``layer_sharing`` (1: no sharing); records
+    ``share_repeat`` in the config. Raises :class:`ModelLoadError` for a bad setting."""
+    mode = getattr(cfg, "layer_sharing", "none")
+    if mode not in LAYER_SHARING:
+        raise ModelLoadError(f"layer_sharing must be one of {list(LAYER_SHARING)}, got {mode!r}")
+    if mode == "none":
+        return 1
+    repeat = getattr(cfg, "share_repeat", 2)
+    if not isinstance(repeat, int) or repeat < 2 or cfg.num_hidden_layers % repeat:
+        raise ModelLoadError(f"share_repeat must be an int >= 2 dividing num_hidden_layers "
+                             f"({cfg.num_hidden_layers}, the depth run), got {repeat!r}")
+    cfg.share_repeat = repeat
+    return repeat
+
+
+def share_blocks(model: Any, repeat: int) -> Any:
+    """MobileLLM's immediate block-wise weight sharing (Liu et al., 2024), in place: the block at depth j runs
+    the weights of the block at depth ``j - j % repeat``, so each unique block is computed ``repeat`` times in
+    a row and the depth grows without parameters.
+
+    Every depth keeps its own ``LlamaDecoderLayer`` (and KV-cache slot); its parts (:data:`BLOCK_PARTS`) are
+    the same Module objects as the first block's of its run, so ``parameters()`` and ``named_modules()``
+    yield them once and a technique that replaces a part replaces it at every depth that runs it."""
+    layers = _decoder_layers(model)
+    for j, block in enumerate(layers):
+        owner = layers[j - j % repeat]
+        if owner is not block:
+            for part in BLOCK_PARTS:
+                setattr(block, part, getattr(owner, part))
+    mark_block_sharing(model)
+    return model
+
+
+def mark_block_sharing(model: Any) -> Any:
+    """Make a model whose blocks share parts run and save correctly, reading the sharing from the modules:
+
+    * each block gets ``layer_idx`` = its depth and a forward pre-hook that gives the (shared) attention that
+      index before it runs, so each depth has its own KV-cache slot;
+    * a block whose parts are an earlier block's declares them in ``_tied_weights_keys``, so transformers'
+      ``save_pretrained`` stores a shared tensor once, under the first block that runs it (what
+      :func:`restore_block_sharing` reads back). A state-dict pre-hook re-marks before every save, so blocks
+      removed and renumbered later (``prune.layers``) are saved right.
+    """
+    layers = _decoder_layers(model)
+    prefix = _module_name(model, layers)
+    first: dict[int, str] = {}
+    for j, block in enumerate(layers):
+        block.layer_idx = block.self_attn.layer_idx = j
+        shared = {}
+        for part in BLOCK_PARTS:
+            name = first.setdefault(id(getattr(block, part)), f"{prefix}.{j}.{part}")
+            if name != f"{prefix}.{j}.{part}":
+                shared[f"{part}."] = f"{name}."  # a pattern save_pretrained prefixes with the block's name
+        if shared:
+            block._tied_weights_keys = shared
+        else:
+            block.__dict__.pop("_tied_weights_keys", None)
+        _hook_once(block._forward_pre_hooks, block.register_forward_pre_hook, _use_own_cache_slot)
+    _hook_once(model._state_dict_pre_hooks, model.register_state_dict_pre_hook, _remark_before_saving)
+    return model
+
+
+def restore_block_sharing(model: Any, path: Path) -> Any:
+    """Re-apply the sharing of a checkpoint saved from a model with shared blocks to ``model``, built from its
+    config (before its weights are loaded): a part of block j whose tensors the checkpoint does not hold is
+    the part of block j - 1 (save_pretrained stored it once, under the first block of the run)."""
+    from safetensors import safe_open
+
+    stored: set[str] = set()
+    for shard in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            stored.update(f.keys())
+    layers = _decoder_layers(model)
+    prefix = _module_name(model, layers)
+    for j in range(1, len(layers)):
+        for part in BLOCK_PARTS:
+            if not any(k.startswith(f"{prefix}.{j}.{part}.") for k in stored):
+                setattr(layers[j], part, getattr(layers[j - 1], part))
+    return mark_block_sharing(model)
+
+
+def block_counts(model: Any) -> tuple[int, int]:
+    """(unique blocks, depth): the decoder blocks with their own weights, and the blocks run per token."""
+    layers = _decoder_layers(model)
+    return len({tuple(id(getattr(b, p, None)) for p in BLOCK_PARTS) for b in layers}), len(layers)
+
+
+def _use_own_cache_slot(block: Any, _args: Any) -> None:
+    block.self_attn.layer_idx = block.layer_idx
+
+
+def _remark_before_saving(model: Any, _prefix: str, _keep_vars: bool) -> None:
+    mark_block_sharing(model)
+
+
+def _hook_once(hooks: dict[int, Any], register: Callable[[Any], Any], hook: Callable[..., None]) -> None:
+    if not any(h is hook for h in hooks.values()):
+        register(hook)
+
+
+def _decoder_layers(model: Any) -> Any:
+    return (model.get_decoder() if hasattr(model, "get_decoder") else model.model).layers
+
+
+def _module_name(model: Any, module: Any) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
 
 
 def _register_builtins() -> None:
@@ -303,6 +429,10 @@ def _meta_parameters(config: dict[str, Any]) -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    cfg = LlamaConfig(vocab_size=49152, **config)
+    repeat = _share_repeat(cfg)
     with torch.device("meta"):
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=49152, **config))
-    return sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
+        model = LlamaForCausalLM(cfg)
+    if repeat > 1:
+        share_blocks(model, repeat)
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a tied or shared tensor once

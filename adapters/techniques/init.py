@@ -113,9 +113,15 @@ class ScratchParams:
 
     Attributes:
         hidden: model width.
-        layers: decoder blocks.
+        layers: unique decoder blocks (each with its own weights); the model runs ``layers x share_repeat`` of
+            them with ``layer_sharing: immediate``.
         heads: query heads (``hidden`` must be divisible by it).
-        kv_heads: key/value heads shared by groups of query heads (GQA; 1 is multi-query attention).
+        kv_heads: key/value heads shared by groups of query heads: grouped-query attention (GQA; Ainslie et al.
+            2023); 1 is multi-query attention (MQA; Shazeer 2019), ``heads`` is plain multi-head attention.
+        layer_sharing: ``none``, or ``immediate``: MobileLLM's immediate block-wise weight sharing (Liu et al.
+            2024): each unique block is computed ``share_repeat`` times in a row (block i runs at depths 2i and
+            2i+1 for 2), deepening the model without adding parameters; each depth keeps its own KV-cache slot.
+        share_repeat: with ``layer_sharing: immediate``, how many times in a row each block runs (>= 2).
         intermediate: SwiGLU hidden width; None uses 8/3 x hidden rounded up to a multiple of 64.
         max_steps: training steps; None uses the spec's ``max_steps``, else 200.
         lr: peak AdamW learning rate (warmup then cosine decay).
@@ -129,6 +135,8 @@ class ScratchParams:
     layers: int = 4
     heads: int = 4
     kv_heads: int = 2
+    layer_sharing: Literal["none", "immediate"] = "none"
+    share_repeat: int = 2
     intermediate: int | None = None
     max_steps: int | None = None
     lr: float = 1e-3
@@ -145,6 +153,10 @@ class ScratchParams:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
+        if self.share_repeat < 2:
+            raise ValueError(f"share_repeat must be >= 2 (the times each shared block runs), got {self.share_repeat}")
+        if self.layer_sharing == "none" and self.share_repeat != 2:
+            raise ValueError(f"share_repeat ({self.share_repeat}) needs layer_sharing: immediate")
         if self.intermediate is not None and self.intermediate < 1:
             raise ValueError(f"intermediate must be >= 1, got {self.intermediate}")
         if self.max_steps is not None and self.max_steps < 0:
@@ -152,13 +164,21 @@ class ScratchParams:
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
 
+    @property
+    def depth(self) -> int:
+        """Decoder blocks run per token (``layers``, times ``share_repeat`` with layer sharing)."""
+        return self.layers * (self.share_repeat if self.layer_sharing == "immediate" else 1)
+
     def config(self) -> dict[str, Any]:
-        """The LlamaConfig fields of this design."""
+        """The LlamaConfig fields of this design (``num_hidden_layers`` is the depth run; with layer sharing
+        ``layer_sharing`` and ``share_repeat`` are recorded too, and rebuild the sharing on load)."""
         inter = self.intermediate or -(-(8 * self.hidden // 3) // 64) * 64
+        sharing = {} if self.layer_sharing == "none" else {"layer_sharing": self.layer_sharing,
+                                                           "share_repeat": self.share_repeat}
         return dict(
             hidden_size=self.hidden,
             intermediate_size=inter,
-            num_hidden_layers=self.layers,
+            num_hidden_layers=self.depth,
             num_attention_heads=self.heads,
             num_key_value_heads=self.kv_heads,
             hidden_act="silu",  # Llama's gated MLP with SiLU is SwiGLU (Shazeer, 2020)
@@ -167,18 +187,24 @@ class ScratchParams:
             tie_word_embeddings=True,
             attention_bias=False,
             mlp_bias=False,
+            **sharing,
         )
 
 
 @technique("init.scratch")
 class Scratch(Technique):
     """A small efficient Llama-family model designed and pretrained from scratch (MobileLLM, Liu et al.
-    2024; SmolLM2, Allal et al. 2025): grouped-query attention (Ainslie et al. 2023), SwiGLU MLP
-    (Shazeer 2020), RMSNorm (Zhang & Sennrich 2019) and tied input/output embeddings, with the SmolLM2
-    tokenizer, trained with AdamW on next-token prediction for a step budget.
+    2024; SmolLM2, Allal et al. 2025): grouped-query attention (Ainslie et al. 2023; ``kv_heads: 1`` is
+    multi-query attention), SwiGLU MLP (Shazeer 2020), RMSNorm (Zhang & Sennrich 2019), tied input/output
+    embeddings and optionally MobileLLM's immediate block-wise layer sharing, with the SmolLM2 tokenizer,
+    trained with AdamW on next-token prediction for a step budget.
 
-    The path's incoming model is replaced (its lineage is kept). Layer sharing is not offered: blocks
-    that share weights would also share a KV-cache slot in transformers' Llama.
+    With layer sharing the repeated depths are their own decoder blocks (own KV-cache slot) whose attention,
+    MLP and norms are the same modules as the first block of their run (:func:`adapters.sources.share_blocks`):
+    parameters are counted once, a shared tensor is saved once, and the artifact reloads shared. Techniques
+    that walk the decoder's modules see a shared part once (pruning prunes it once, a replacement such as a
+    low-rank pair or LoRA applies at every depth that runs it); the quantized formats (``quant.int8``,
+    ``quant.rtn``) cannot save a shared model yet. The path's incoming model is replaced (its lineage is kept).
     """
 
     Params = ScratchParams
@@ -190,7 +216,7 @@ class Scratch(Technique):
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         from adapters.corpus import resolve_texts
-        from adapters.sources import build_scratch
+        from adapters.sources import block_counts, build_scratch
 
         p = self.params
         config = p.config()
@@ -204,19 +230,25 @@ class Scratch(Technique):
                            weight_decay=0.1, warmup=min(20, steps // 10), progress=ctx.progress)
         model.eval()
         trainable, total = trainable_counts(model)
+        unique, depth = block_counts(model)
         report = ScratchReport(result.steps, finite(result.first_loss), finite(result.final_loss), trainable, total,
-                               False, config, result.steps * p.batch_size * p.seq_len)
+                               False, config, result.steps * p.batch_size * p.seq_len, unique, depth)
         return Applied(replaced(handle, model, tokenizer, ModelSource("scratch", "scratch", config).id), report)
 
 
 @dataclass(frozen=True)
 class ScratchReport(TrainReport):
-    """What pretraining from scratch did: a :class:`TrainReport` plus the architecture and the tokens seen.
+    """What pretraining from scratch did: a :class:`TrainReport` plus the architecture and the tokens seen
+    (``total_params`` counts shared blocks once).
 
     Attributes:
         config: the LlamaConfig fields of the design.
         train_tokens: tokens trained on (steps x batch x sequence length).
+        unique_blocks: decoder blocks with their own weights.
+        depth: decoder blocks run per token (unique blocks x share_repeat with layer sharing).
     """
 
     config: dict[str, Any] | None = None
     train_tokens: int = 0
+    unique_blocks: int | None = None
+    depth: int | None = None
