@@ -227,12 +227,14 @@ def _series(reports: list[dict[str, Any]]) -> dict[str, tuple[list[float], str]]
 
 
 def static_metrics(handle: ModelHandle) -> list[Metric]:
-    """Weight bytes by dtype (counted), KV-cache bytes per token (from the config and measured)."""
+    """Weight bytes by dtype and parameters (counted), KV-cache bytes per token (from the config and measured)."""
     foot = handle.weight_footprint()
     out = [Metric("memory", "weights", f"weight_bytes_{dtype}", float(nbytes), 0.0, 1, "bytes", False,
                   "counted:state_dict") for dtype, nbytes in sorted(foot.items())]
     out.append(Metric("memory", "weights", "weight_bytes", float(sum(foot.values())), 0.0, 1, "bytes", False,
                       "counted:state_dict", {"by_dtype": foot}))
+    out.append(Metric("memory", "weights", "parameters", float(handle.num_parameters()), 0.0, 1, "count", False,
+                      "counted:model.parameters (tied once)"))
     value_bytes = handle.activation_bytes()
     out.append(Metric("memory", "kv_cache", "kv_bytes_per_token", float(handle.kv_bytes_per_token()), 0.0, 1,
                       "bytes", False, "derived:2*layers*kv_heads*head_dim*dtype_bytes", {"dtype_bytes": value_bytes}))

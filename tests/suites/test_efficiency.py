@@ -155,6 +155,7 @@ def test_memory_peaks_agree_with_kernel_max_rss(tiny_handle, tmp_path, from_arti
     assert m["rss_anon_after_load"].value + m["rss_file_after_load"].value <= m["max_rss_process"].value
     assert m["kv_bytes_per_token"].value == m["kv_bytes_per_token_measured"].value
     assert m["weight_bytes"].value == sum(tiny_handle.weight_footprint().values())
+    assert m["parameters"].value == tiny_handle.num_parameters() and m["parameters"].unit == "count"
     assert "cuda_allocated_peak" not in m  # CPU profile
 
 
