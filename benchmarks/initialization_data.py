@@ -5,6 +5,8 @@ nothing copied into the repository): the files go under the workspace given.
   documents, on which perplexity is measured): the distillation and calibration corpus.
 * ``gsm8k_sft.jsonl``: GSM8K questions and worked answers as ``prompt``/``completion`` records: one of the two
   instruction sets the fine-tuned parents of the merges learn (the other is the built-in ``instructions``).
+* ``instructions.jsonl``: the built-in synthetic-world question answering pairs (``adapters.corpus.instruction_pairs``),
+  the other instruction set.
 * ``gsm8k_text.txt``: the same problems as plain text (question, then answer): the held-out domain of continual
   pretraining (its report gives the domain perplexity before/after on held-out problems).
 
@@ -17,7 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adapters.corpus import instruction_pairs  # noqa: E402
 
 
 def write(data_dir: Path, out: Path) -> dict[str, int]:
@@ -31,9 +38,13 @@ def write(data_dir: Path, out: Path) -> dict[str, int]:
     with (out / "gsm8k_sft.jsonl").open("w", encoding="utf-8") as fh:
         for p in problems:
             fh.write(json.dumps({"prompt": f"Question: {p['question']}\nAnswer:", "completion": " " + p["answer"]}) + "\n")
+    with (out / "instructions.jsonl").open("w", encoding="utf-8") as fh:
+        for pair in instruction_pairs(500, seed=0):
+            fh.write(json.dumps(pair) + "\n")
     texts = [" ".join(f"Question: {p['question']} Answer: {p['answer']}".split()) for p in problems]
     (out / "gsm8k_text.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-    return {"wiki_paragraphs": len(paragraphs), "gsm8k_sft": len(problems), "gsm8k_text": len(texts)}
+    return {"wiki_paragraphs": len(paragraphs), "gsm8k_sft": len(problems), "instructions": 500,
+            "gsm8k_text": len(texts)}
 
 
 def main() -> None:
