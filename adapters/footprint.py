@@ -39,11 +39,28 @@ def _tensors(values: Any) -> list[Any]:
     return out
 
 
+def unique_state_dict(model: Any, keep_vars: bool = False) -> dict[str, Any]:
+    """``model.state_dict()`` with the entries of each module under its first name only.
+
+    A module reachable under several names (the parts of decoder blocks that share weights) would otherwise
+    appear once per name: as tensors sharing memory, which safetensors refuses, and, for a dynamic int8
+    linear, as fresh scale and zero-point tensors under every later name, which would make the loader see
+    the later blocks as unshared. The first name is the one ``named_modules()`` yields (the first block that
+    runs the part, where :func:`adapters.sources.restore_block_sharing` looks). A model without shared
+    modules gets its whole state dict, unchanged.
+    """
+    first: dict[int, str] = {}
+    aliases = tuple(f"{name}." for name, mod in model.named_modules(remove_duplicate=False)
+                    if first.setdefault(id(mod), name) != name)
+    state = model.state_dict(keep_vars=keep_vars)
+    return {k: v for k, v in state.items() if not k.startswith(aliases)} if aliases else state
+
+
 def weight_footprint(model: Any) -> dict[str, int]:
     """``{dtype: bytes}`` over parameters and buffers; shared storage is counted once."""
     seen: set[tuple[int, int]] = set()
     totals: dict[str, int] = defaultdict(int)
-    for tensor in _tensors(model.state_dict(keep_vars=True).values()):
+    for tensor in _tensors(unique_state_dict(model, keep_vars=True).values()):
         for leaf in _leaf_tensors(tensor):
             try:
                 key = (leaf.untyped_storage().data_ptr(), leaf.data_ptr())

@@ -12,6 +12,9 @@ columns, dequantized on the fly (a memory saving and a quality effect; no speed 
 Neither module type survives ``save_pretrained``, so each has its own artifact format
 (``torch-int8-dynamic``, ``quanto``) whose saver writes the integer weights and scales as safetensors and
 whose loader rebuilds the modules (low-rank pairs included: the structure is saved with them).
+Decoder blocks that share weights (``init.scratch`` layer sharing) are quantized once and saved once: a
+shared module's tensors are stored under its first name only (:func:`adapters.footprint.unique_state_dict`), and the loader
+re-shares the blocks from the stored keys before loading (:func:`adapters.sources.restore_block_sharing`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, Literal
 
 from adapters import formats as F
 from adapters.errors import MissingDependencyError, ModelLoadError
+from adapters.footprint import unique_state_dict
 from adapters.handle import ModelHandle
 from adapters.technique import Applied, Technique, TechniqueContext, technique
 from adapters.techniques._training import copied_model, decoder_linears
@@ -190,7 +194,7 @@ def _save_rest(handle: ModelHandle, path: Path, skip: set[str]) -> None:
     """The non-quantized parameters (embeddings, norms, lm_head) and the config."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous() for k, v in handle.model.state_dict().items()
+    state = {k: v.detach().contiguous() for k, v in unique_state_dict(handle.model).items()
              if hasattr(v, "is_quantized") and not v.is_quantized and not any(k.startswith(s + ".") for s in skip)}
     if getattr(handle.model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
@@ -270,7 +274,7 @@ def save_quanto(handle: ModelHandle, path: Path) -> None:
     from safetensors.torch import save_file
 
     _quanto()
-    state = {k: v.contiguous() for k, v in handle.model.state_dict().items()}
+    state = {k: v.contiguous() for k, v in unique_state_dict(handle.model).items()}
     if getattr(handle.model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
     save_file(state, str(path / QWEIGHTS))

@@ -211,10 +211,32 @@ def test_dropping_the_first_block_of_a_run_saves_and_reloads_the_rest_shared(tin
     _assert_cache_matches_full_forward(back)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="the quantized formats save state_dict() with safetensors' save_file, which refuses "
-                          "the shared tensors (quant.py would need to store a shared tensor once)")
-def test_an_int8_shared_model_saves(shared, tmp_path):
-    out = _run("quant.int8", {}, shared.handle, tmp_path).handle
-    assert out.model.model.layers[1].self_attn is out.model.model.layers[0].self_attn  # quantized once, still shared
-    out.save(tmp_path / "int8")
+@pytest.mark.parametrize("name, params, bits", [("quant.int8", {}, 8), ("quant.rtn", {}, 4)])
+def test_a_quantized_shared_model_stores_shared_weights_once_and_reloads_shared(shared, tiny_handle, tmp_path,
+                                                                               name, params, bits):
+    from safetensors import safe_open
+
+    from adapters.footprint import unique_state_dict
+
+    out = _run(name, params, shared.handle, tmp_path).handle
+    _assert_shared(out.model)  # each shared part quantized once, still shared
+    path = out.save(tmp_path / "q")
+    stored = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            stored.update({k: f.get_tensor(k) for k in f.keys()})
+    assert {k.split(".")[2] for k in stored if k.startswith("model.layers.")} == {"0", "2"}  # under first names
+    unique_weights = sum(m.weight.numel() for m in decoder_linears(shared.handle.model).values())
+    int_bytes = sum(t.numel() * t.element_size() for t in stored.values() if t.dtype in (torch.int8, torch.uint8))
+    assert int_bytes == unique_weights * bits // 8  # the integer weights of each shared linear, once
+    if name == "quant.int8":  # the footprint counts each shared int8 linear once too
+        assert out.weight_footprint()["int8"] == unique_weights
+
+    back = ModelHandle.load(path)
+    assert back.format == out.format
+    _assert_shared(back.model)
+    assert back.num_parameters() == out.num_parameters() and back.weight_footprint() == out.weight_footprint()
+    assert torch.equal(_logits(back.model), _logits(out.model))
+
+    plain = _run(name, params, tiny_handle, tmp_path).handle.model  # no shared modules: the whole state dict
+    assert list(unique_state_dict(plain)) == list(plain.state_dict())
