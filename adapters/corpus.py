@@ -5,6 +5,7 @@ The project never downloads data: it generates seeded corpora itself and reads l
 * :func:`synthetic_corpus`: encyclopedic sentences about a seeded synthetic world (people, towns,
   trades, rivers), grammatical English with real regularities a model can learn.
 * :func:`instruction_pairs`: seeded (prompt, response) pairs for supervised fine-tuning.
+* :func:`world_preferences`: seeded (prompt, chosen, rejected) pairs for preference alignment.
 * :func:`read_texts`: a local ``.txt`` (one document per non-empty line) or ``.jsonl`` (field
   ``text``, or the first string field) file.
 * :func:`read_records`: the same, but JSONL prompt/completion (or chat ``messages``) records stay whole.
@@ -92,6 +93,60 @@ def instruction_pairs(n: int = 500, seed: int = 0) -> list[dict[str, str]]:
     return pairs
 
 
+def world_preferences(n: int = 500, seed: int = 0) -> list[dict[str, str]]:
+    """``n`` seeded ``{"prompt", "chosen", "rejected"}`` preference pairs about the synthetic world: the prompt of
+    :func:`instruction_pairs`, its right answer chosen and a wrong one rejected (the same answer with another
+    person's fact, e.g. the wrong town)."""
+    rng = random.Random(seed)
+    people = _world(rng)
+    pairs: list[dict[str, str]] = []
+    while len(pairs) < n:
+        person, other = rng.choice(people), rng.choice(people)
+        q, a = rng.choice(_QUESTIONS)
+        wrong = a.format(**{**other, "name": person["name"], **({"town": person["town"]} if "{town}" in q else {})})
+        if wrong == a.format(**person):
+            continue
+        context = " ".join(t.format(**person) for t in _TEMPLATES[:4])
+        pairs.append({"prompt": f"{context}\nQuestion: {q.format(**person)}\nAnswer:",
+                      "chosen": " " + a.format(**person), "rejected": " " + wrong})
+    return pairs
+
+
+#: datasets the project makes itself, by the name a spec (``builtin: NAME``) or a step's dataset parameter uses
+BUILTIN_DATASETS = ("synthetic", "instructions", "preferences", "truthfulqa_pairs", "truthfulqa_pairs_heldout")
+
+
+def builtin_records(name: str, n: int, seed: int = 0, data_dir: str | Path | None = None) -> list[Any]:
+    """``n`` records of a builtin dataset: ``synthetic`` (:func:`synthetic_corpus` texts), ``instructions``
+    (:func:`instruction_pairs` prompt/completion records), ``preferences`` (:func:`world_preferences` pairs), or
+    ``truthfulqa_pairs`` / ``truthfulqa_pairs_heldout`` (TruthfulQA's true vs false answers of the training / held-out
+    questions, read from ``data_dir`` or ``$SLM_DATA_DIR``: :func:`adapters.truthfulqa.truthfulqa_pairs`)."""
+    if name == "synthetic":
+        return list(synthetic_corpus(n, seed=seed))
+    if name == "instructions":
+        return list(instruction_pairs(n, seed=seed))
+    if name == "preferences":
+        return world_preferences(n, seed=seed)
+    if name in ("truthfulqa_pairs", "truthfulqa_pairs_heldout"):
+        from adapters.truthfulqa import truthfulqa_pairs
+
+        return truthfulqa_pairs("train" if name == "truthfulqa_pairs" else "heldout", n, seed=seed, data_dir=data_dir)
+    raise ValueError(f"unknown builtin dataset {name!r} (builtin: {', '.join(BUILTIN_DATASETS)})")
+
+
+def builtin_files(name: str, data_dir: str | Path | None = None) -> list[Path]:
+    """The local files a builtin dataset reads (none for the generated ones), so their content can enter its identity.
+
+    Raises:
+        UsageError: a file it needs is not found (naming the file and the data directory).
+    """
+    if name in ("truthfulqa_pairs", "truthfulqa_pairs_heldout"):
+        from adapters.truthfulqa import truthfulqa_path
+
+        return [truthfulqa_path(data_dir)]
+    return []
+
+
 def read_texts(path: str | Path, limit: int | None = None, min_chars: int = 1) -> list[str]:
     """Documents from a local ``.txt`` (one per non-empty line) or ``.jsonl`` file."""
     path = Path(path)
@@ -114,13 +169,16 @@ def read_texts(path: str | Path, limit: int | None = None, min_chars: int = 1) -
     return out
 
 
-#: JSONL keys that make a record more than a text (supervised pairs and chats keep their structure)
-RECORD_KEYS = ("prompt", "completion", "messages")
+#: JSONL keys that make a record more than a text (supervised pairs, chats and preference pairs keep their structure)
+RECORD_KEYS = ("prompt", "completion", "messages", "chosen", "rejected")
+#: keys kept with such a record besides those (KTO's desirability ``label``)
+EXTRA_RECORD_KEYS = ("label",)
 
 
 def read_records(path: str | Path, limit: int | None = None) -> list[Any]:
-    """Documents of a local file: strings, except JSONL records with ``prompt``/``completion`` or ``messages``,
-    which are kept as dicts of those keys (so a supervised step sees both halves)."""
+    """Documents of a local file: strings, except JSONL records with ``prompt``/``completion``, ``messages`` or
+    ``chosen``/``rejected``, which are kept as dicts of those keys and ``label`` (so a supervised step sees both
+    halves, a preference step both answers)."""
     path = Path(path)
     if path.suffix != ".jsonl":
         return list(read_texts(path, limit=limit))
@@ -131,7 +189,7 @@ def read_records(path: str | Path, limit: int | None = None) -> list[Any]:
                 continue
             rec: Any = json.loads(line)
             if isinstance(rec, dict) and any(k in rec for k in RECORD_KEYS):
-                out.append({k: rec[k] for k in RECORD_KEYS if k in rec})
+                out.append({k: rec[k] for k in RECORD_KEYS + EXTRA_RECORD_KEYS if k in rec})
             else:
                 text = record_text(rec).strip()
                 if not text:
@@ -152,10 +210,17 @@ def record_text(record: Any) -> str:
     if isinstance(record.get("text"), str):
         return str(record["text"])
     if "prompt" in record or "completion" in record:
-        return f"{record.get('prompt', '')}{record.get('completion', '')}"
+        prompt, completion = record.get("prompt", ""), record.get("completion", record.get("chosen", ""))
+        if isinstance(prompt, list) and isinstance(completion, list):  # a chat split at the answer
+            return _messages_text(prompt + completion)
+        return f"{prompt}{completion}"
     if isinstance(record.get("messages"), list):
-        return "\n".join(str(m.get("content", "")) for m in record["messages"] if isinstance(m, dict))
+        return _messages_text(record["messages"])
     return next((v for v in record.values() if isinstance(v, str)), "")
+
+
+def _messages_text(messages: list[Any]) -> str:
+    return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
 
 
 def resolve_records(ctx: Any, dataset: str | None = None, n: int = 1000) -> list[Any]:

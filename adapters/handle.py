@@ -16,12 +16,37 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from adapters.architecture import Architecture, EmbeddingFacts
 
 HANDLE_FILE = "handle.json"
+#: where :meth:`ModelHandle.save` writes the state of the handle's prompt hooks (one folder per hook, in order)
+PROMPT_HOOKS_DIR = "prompt_hooks"
+
+
+class PromptHook(Protocol):
+    """Rewrites every text prompt a handle generates from (set by inference-time techniques such as ``infer.rag``).
+
+    Attributes:
+        technique: the registry name of the technique that made it; its class restores a saved hook with
+            ``load_prompt_hook(directory, description)``.
+    """
+
+    technique: str
+
+    def __call__(self, prompt: str) -> str:
+        """The prompt the model receives instead of ``prompt``."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The hook's settings as JSON-able data (recorded in ``handle.json``)."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write what the hook needs to be restored (e.g. its retrieval index) into ``directory``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,12 @@ class ModelHandle:
         format: the artifact format of the model (:mod:`adapters.formats`), which picks its saver and loader.
         format_state: what the format's saver needs besides the model object (e.g. the ONNX file); kept by
             :meth:`derive` only while the model object is kept.
+        prompt_hooks: rewrite every text prompt before generation, in order (:class:`PromptHook`, set by ``infer.*``
+            techniques such as ``infer.rag``); log-likelihood scoring and token-id prompts are not rewritten. Saved
+            with the handle and restored by :meth:`load`.
+        inference_hooks: change how evaluation poses tasks to the model and wrap its generation
+            (:class:`adapters.inference.InferenceHook`, set by ``infer.cot``, ``infer.self_consistency``,
+            ``infer.best_of_n``); saved in ``handle.json`` and restored by :meth:`load`.
     """
 
     def __init__(
@@ -109,6 +140,8 @@ class ModelHandle:
         meta: dict[str, Any] | None = None,
         format: str = "torch",
         format_state: dict[str, Any] | None = None,
+        prompt_hooks: Sequence[PromptHook] = (),
+        inference_hooks: Sequence[Any] = (),
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -121,6 +154,8 @@ class ModelHandle:
         self.meta: dict[str, Any] = dict(meta or {})
         self.format = format
         self.format_state: dict[str, Any] = dict(format_state or {})
+        self.prompt_hooks: tuple[PromptHook, ...] = tuple(prompt_hooks)
+        self.inference_hooks: tuple[Any, ...] = tuple(inference_hooks)
         self._lm: Any = None
 
     def __repr__(self) -> str:
@@ -143,12 +178,20 @@ class ModelHandle:
             meta=dict(self.meta),
             format=self.format,
             format_state=dict(self.format_state) if model is None else {},
+            prompt_hooks=self.prompt_hooks,
+            inference_hooks=self.inference_hooks,
         )
         kwargs.update(changes)
         tokenizer = kwargs.pop("tokenizer", self.tokenizer)
         new_model = self.model if model is None else model
         lineage = (*self.lineage, step) if step is not None else self.lineage
         return type(self)(new_model, tokenizer, lineage=lineage, **kwargs)
+
+    def prompt(self, text: str) -> str:
+        """The prompt the model receives for ``text``: ``text`` rewritten by each of :attr:`prompt_hooks`, in order."""
+        for hook in self.prompt_hooks:
+            text = hook(text)
+        return text
 
     def activate(self) -> None:
         """Apply this handle's runtime settings (thread count) to the process."""
@@ -159,13 +202,18 @@ class ModelHandle:
     @property
     def settings(self) -> dict[str, Any]:
         """The runtime settings to record with every measurement."""
-        return {
+        out = {
             "backend": self.backend,
             "threads": self.threads,
             "batch_size": self.batch_size,
             "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
             "generation_kwargs": self.generation_kwargs,
         }
+        if self.inference_hooks:
+            out["inference_hooks"] = [h.to_dict() for h in self.inference_hooks]
+        if self.prompt_hooks:
+            out["prompt_hooks"] = [{"technique": h.technique, **h.describe()} for h in self.prompt_hooks]
+        return out
 
     # -- scoring (through lm-eval) -------------------------------------------------------------
     def lm(self, max_length: int | None = None) -> Any:
@@ -208,14 +256,15 @@ class ModelHandle:
 
         Generation runs in a worker thread; each token is timestamped inside the generation loop,
         so consumer speed does not affect the times. ``min_new_tokens`` defaults to
-        ``max_new_tokens`` so latency runs produce a fixed number of tokens.
+        ``max_new_tokens`` so latency runs produce a fixed number of tokens. A text prompt goes through the
+        handle's :attr:`prompt_hooks` (:meth:`prompt`); token ids are used as given.
         """
         import torch
         from transformers.generation.streamers import BaseStreamer
 
         self.activate()
-        input_ids = self._ids(self.tokenizer(prompt, return_tensors="pt").input_ids if isinstance(prompt, str)
-                              else [list(prompt)])
+        input_ids = self._ids(self.tokenizer(self.prompt(prompt), return_tensors="pt").input_ids
+                              if isinstance(prompt, str) else [list(prompt)])
         events: queue.Queue[Any] = queue.Queue()
         start = time.perf_counter()
         tok = self.tokenizer
@@ -508,6 +557,8 @@ class ModelHandle:
             "batch_size": self.batch_size,
             "generation_kwargs": self.generation_kwargs,
             "meta": self.meta,
+            "prompt_hooks": [{"technique": h.technique, **h.describe()} for h in self.prompt_hooks],
+            "inference_hooks": [h.to_dict() for h in self.inference_hooks],
         }
 
     def save(self, path: str | Path) -> Path:
@@ -519,7 +570,11 @@ class ModelHandle:
         path.mkdir(parents=True, exist_ok=True)
         get_format(self.format).save(self, path)
         self.tokenizer.save_pretrained(path)
-        (path / HANDLE_FILE).write_text(json.dumps(self.describe(), indent=2, sort_keys=True, default=str))
+        info = self.describe()
+        for i, (hook, described) in enumerate(zip(self.prompt_hooks, info["prompt_hooks"], strict=True)):
+            described["dir"] = f"{PROMPT_HOOKS_DIR}/{i}"
+            hook.save(path / PROMPT_HOOKS_DIR / str(i))
+        (path / HANDLE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
         return path
 
     @classmethod
@@ -533,8 +588,28 @@ class ModelHandle:
         info = json.loads((path / HANDLE_FILE).read_text())
         info.update(overrides)
         info["lineage"] = [LineageStep(**s) for s in info.pop("lineage", [])]
+        hooks = info.pop("prompt_hooks", [])
+        inference = info.pop("inference_hooks", [])
         if "format" not in info:
             if info.get("meta", {}).get("loader"):
                 raise ModelLoadError(f"{path} was written by an older version (no recorded format): recompute it")
             info["format"] = "torch"
-        return get_format(info["format"]).load(path, info)
+        handle = get_format(info["format"]).load(path, info)
+        handle.prompt_hooks = tuple(_load_prompt_hook(path, described) for described in hooks)
+        if inference:
+            from adapters.inference import restore_hook
+
+            handle.inference_hooks = tuple(restore_hook(data) for data in inference)
+        return handle
+
+
+def _load_prompt_hook(path: Path, described: dict[str, Any]) -> PromptHook:
+    """A prompt hook saved by :meth:`ModelHandle.save`, restored by the class of the technique that made it."""
+    from adapters.errors import ModelLoadError
+    from adapters.technique import get_technique
+
+    cls = get_technique(str(described["technique"]))
+    if not hasattr(cls, "load_prompt_hook") or "dir" not in described:
+        raise ModelLoadError(f"{path}: {described['technique']} cannot restore the prompt hook recorded in {HANDLE_FILE}")
+    hook: PromptHook = cls.load_prompt_hook(path / described["dir"], described)
+    return hook

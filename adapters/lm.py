@@ -5,7 +5,10 @@ batching are lm-eval's own code and scores equal ``lm_eval --model hf`` on the s
 batch size and thread count. Two additions:
 
 - the handle's generation defaults (set by ``infer.*`` techniques) are merged under each request's own
-  generation arguments;
+  generation arguments, and its prompt hooks (``infer.rag``) rewrite each generation request's context;
+  its inference hooks (``infer.best_of_n``) wrap generation; a sampling seed seeds the generator once per
+  ``generate_until`` call, so repeated requests (lm-eval's ``repeats``, best-of-n candidates) draw different samples
+  and the call as a whole is reproducible;
 - ``prefix_cache``: log-likelihood requests that share a context (the choices of a multiple-choice
   question) run the context once and score every continuation from its key/value cache, instead of one
   full forward pass per choice (lm-eval only shares logits for one-token continuations; its source has a
@@ -18,6 +21,7 @@ batch size and thread count. Two additions:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +41,13 @@ def shared_context_groups(requests: Sequence[Request], max_length: int) -> list[
         groups.setdefault(tuple(ctx), []).append(i)
     return [idx for ctx, idx in groups.items()
             if len(idx) > 1 and len(ctx) > 0 and all(len(ctx) + len(requests[i][2]) <= max_length + 1 for i in idx)]
+
+
+def _with_context(request: Any, context: str) -> Any:
+    """A copy of an lm-eval request with another context (its first argument); the original is left as it was."""
+    out = copy.copy(request)
+    out.arguments = (context, *request.arguments[1:])
+    return out
 
 
 class HandleHFLM(HFLM):  # type: ignore[misc]
@@ -65,15 +76,26 @@ class HandleHFLM(HFLM):  # type: ignore[misc]
         return super().loglikelihood_rolling(requests, disable_tqdm=True)  # type: ignore[no-any-return]
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        if self.handle.prompt_hooks:  # e.g. infer.rag: the model receives the rewritten prompt, lm-eval keeps its own
+            requests = [_with_context(r, self.handle.prompt(r.args[0])) for r in requests]
+        from adapters.inference import wrapped_generate
+
+        return wrapped_generate(self.handle, self._generate_seeded)(requests)
+
+    def _generate_seeded(self, requests: list[Any]) -> list[str]:
+        """lm-eval's ``generate_until``, with each sampling seed applied once (at its first batch)."""
+        self._seeded: set[int] = set()
         return super().generate_until(requests, disable_tqdm=True)  # type: ignore[no-any-return]
 
     def _model_generate(self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any) -> Any:
         merged = {**self.handle.generation_kwargs, **generation_kwargs}
         seed = merged.pop("seed", None)
-        if seed is not None:  # sampling strategies carry a seed: each call is reproducible
+        seeded: set[int] = getattr(self, "_seeded", set())
+        if seed is not None and int(seed) not in seeded:  # sampling strategies carry a seed: each call is reproducible
             import torch
 
             torch.manual_seed(int(seed))
+            seeded.add(int(seed))
         return super()._model_generate(context, max_length, stop, **merged)
 
     def _supports_prefix_cache(self) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -141,7 +141,11 @@ class Technique:
     ``max_steps`` when their own parameter is unset) and ``runs_on_device`` (True for techniques that train
     or calibrate with forward passes: :meth:`run` hands them their model inputs on the hardware profile's
     device, e.g. ``cuda:0``; every other technique receives them on the CPU). The lineage step records the
-    device the step ran on.
+    device the step ran on. ``dataset_params`` names parameters besides ``dataset`` whose value names a dataset (of
+    the spec, or a builtin one): the planner makes it a dataset node and hands its records to the step as
+    ``ctx.inputs[<parameter>]`` (e.g. ``infer.rag``'s ``corpus``); :meth:`local_data` names the local files a step
+    reads itself. ``optional_inputs`` names the roles of ``inputs`` a step may leave out (the technique then does
+    without, e.g. ``infer.best_of_n`` scores with the path's own model when no ``scorer:`` is named).
 
     Formats: ``accepts`` lists the input formats, ``produces`` the output format (None: the input's own
     format); :meth:`output_format` may refine both from the parameters. An accepted quantized input
@@ -162,6 +166,8 @@ class Technique:
     uses_step_budget: ClassVar[bool] = False
     runs_on_device: ClassVar[bool] = False
     defaults_to_base: ClassVar[tuple[str, ...]] = ()
+    dataset_params: ClassVar[tuple[str, ...]] = ()
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
     accepts: ClassVar[tuple[str, ...]] = F.FLOAT_TORCH
     produces: ClassVar[str | None] = None
     dequantizes: ClassVar[tuple[str, ...]] = ()
@@ -228,9 +234,35 @@ class Technique:
         return None
 
     @classmethod
+    def dataset_request(cls, params: Any) -> DatasetRequest | None:
+        """The dataset this step has the planner make for it as a node of its own (cached, shown by ``slm plan``,
+        shared by every step that asks for the same one), or None (the default). The planner hands it to the step
+        as ``ctx.inputs["dataset"]``; the model named by ``request.role`` becomes an input of the dataset node only.
+        A technique applied without the harness makes the same records itself."""
+        return None
+
+    @classmethod
+    def local_data(cls, params: Any, datasets: Sequence[str]) -> tuple[Path, ...]:
+        """The local data files the step reads itself (not through a dataset input), given the names of the datasets
+        the spec and the project define; their content is part of the node's identity. The planner calls it, so a
+        parameter that names no dataset and no local file is refused at plan time.
+
+        Raises:
+            UsageError: naming the parameter, the value and what is allowed.
+        """
+        return ()
+
+    @classmethod
     def check_roles(cls, params: Any, counts: dict[str, int]) -> str | None:
         """What is wrong with how many models each auxiliary role got (``counts``: role -> models), as a message
         naming the field; None when it fits. The planner calls it, so the error comes at plan time."""
+        return None
+
+    @classmethod
+    def check_path(cls, params: Any, steps: Sequence[PathStep], index: int) -> str | None:
+        """What is wrong with this step's place in its path, as one line naming the step it conflicts with; None when
+        it fits. ``steps`` are every step of the path in order, this one at ``index``. The planner calls it once the
+        whole path is built, so the error comes at plan time (a grid drops the combination)."""
         return None
 
     @classmethod
@@ -262,6 +294,42 @@ class Technique:
         return out
 
 
+class DatasetRequest(NamedTuple):
+    """A dataset a model technique asks the planner to make for it (:meth:`Technique.dataset_request`): the ``data.*``
+    technique ``technique`` with ``params`` applied to the dataset named ``source``, with the step's ``role`` model as
+    its ``reference``.
+
+    Attributes:
+        technique: the data technique that makes the records (e.g. ``data.generate``).
+        params: its parameters.
+        source: the dataset it reads: a dataset of the spec, or a builtin one (:data:`adapters.corpus.BUILTIN_DATASETS`).
+        n: records of a builtin ``source``.
+        role: the step's model role that the data technique uses as its ``reference`` (e.g. ``teacher``).
+        field: the step's parameter that names ``source`` (for error messages).
+    """
+
+    technique: str
+    params: dict[str, Any]
+    source: str
+    n: int
+    role: str
+    field: str
+
+
+class PathStep(NamedTuple):
+    """One step of a planned path as :meth:`Technique.check_path` sees it.
+
+    Attributes:
+        technique: the step's technique.
+        params: its built parameters.
+        roles: the auxiliary model roles the step names (e.g. ``("scorer",)``).
+    """
+
+    technique: str
+    params: Any
+    roles: tuple[str, ...] = ()
+
+
 class Selected(NamedTuple):
     """What a data-selection technique gave: the kept texts (in their original order) and its report."""
 
@@ -276,9 +344,15 @@ class DataTechnique(Technique):
     where the method needs one, is ``ctx.inputs["reference"]`` (the harness passes the path's base model
     by default). The harness stores the result as ``dataset.jsonl`` and hands it to consumers as
     ``ctx.inputs["dataset"]``. It accepts no model format: in a model path it is a plan-time error.
+
+    ``selects`` is True when the result is a subset of the input records, False for a technique that makes new
+    records from them (``data.generate``). Data techniques do not depend on the seed unless they say so
+    (:meth:`seed_dependent`): the seed is then part of the dataset node's identity.
     """
 
     accepts: ClassVar[tuple[str, ...]] = ()
+    uses_seed: ClassVar[bool] = False
+    selects: ClassVar[bool] = True
     role_formats: ClassVar[dict[str, tuple[str, ...]]] = {"reference": F.TORCH_BACKEND + (F.ONNX,)}
 
     def select(self, texts: list[Any], ctx: TechniqueContext) -> Selected:

@@ -53,6 +53,22 @@ class ArtifactCache:
                 shutil.rmtree(tmp, ignore_errors=True)
         return target
 
+    def find(self, prefix: str) -> str:
+        """The hash of the one complete artifact whose hash starts with ``prefix`` (``slm plan`` prints 12 digits).
+
+        Raises:
+            UsageError: no artifact, or several, start with ``prefix``.
+        """
+        from adapters.errors import UsageError
+
+        found = sorted(d.name for d in self.root.iterdir() if d.name.startswith(prefix) and self.has(d.name)) \
+            if prefix and self.root.is_dir() else []
+        if len(found) != 1:
+            raise UsageError(f"{len(found) or 'no'} cached artifacts in {self.root} have a hash starting with "
+                             f"{prefix!r}" + (f" ({', '.join(h[:16] for h in found[:5])}): give more digits"
+                                              if found else " (see `slm cache ls`)"))
+        return found[0]
+
     def entries(self) -> list[dict[str, Any]]:
         """Every complete artifact with its node metadata and size on disk."""
         out: list[dict[str, Any]] = []

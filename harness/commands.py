@@ -154,6 +154,33 @@ def cache_ls(workspace: WorkspaceOpt = None) -> None:
     typer.echo(f"{len(entries)} artifacts, {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
 
 
+@cache_app.command("show")
+def cache_show(
+    node: Annotated[str, typer.Argument(help="a node hash, or its first digits (as `slm plan` and `slm cache ls` "
+                                             "print them)")],
+    workspace: WorkspaceOpt = None,
+    records: Annotated[int, typer.Option("--records", "-n", help="records of a dataset to print")] = 5,
+) -> None:
+    """Show a cached node: what made it (technique, parameters, inputs, report) and, for a dataset (e.g. a
+    teacher's generated responses), its first records, one JSON record per line."""
+    import json
+
+    from harness.cache import ArtifactCache
+    from harness.materialize import DATASET_FILE
+
+    cache = ArtifactCache(resolve_workspace(workspace) / "artifacts")
+    h = cache.find(node)
+    meta = cache.meta(h)
+    keys = ("hash", "kind", "technique", "version", "label", "format", "params", "inputs", "report")
+    typer.echo(json.dumps({k: meta[k] for k in keys if k in meta}, indent=2, default=str))
+    data = cache.path(h) / DATASET_FILE
+    if meta.get("kind") == "dataset" and data.is_file():
+        lines = data.read_text(encoding="utf-8").splitlines()
+        typer.echo(f"{len(lines)} records in {data}" + (f"; the first {min(records, len(lines))}:" if records > 0 else ""))
+        for line in lines[: max(records, 0)]:
+            typer.echo(json.dumps(json.loads(line)["text"], ensure_ascii=False))
+
+
 @cache_app.command("prune")
 def cache_prune(
     workspace: WorkspaceOpt = None,

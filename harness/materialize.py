@@ -9,7 +9,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from adapters.corpus import read_records, synthetic_corpus
+from adapters.corpus import builtin_records, read_records
 from adapters.errors import SLMError
 from adapters.technique import DataTechnique, TechniqueContext, build_params, get_technique, report_dict
 from harness.cache import ArtifactCache
@@ -114,13 +114,15 @@ class Materializer:
 
     # -- datasets -----------------------------------------------------------------------------
     def texts(self, h: str) -> list[Any]:
-        """The records of dataset node ``h`` (strings, or prompt/completion dicts from JSONL files)."""
+        """The records of dataset node ``h`` (strings, or prompt/completion dicts from JSONL files, the builtin
+        instructions and ``data.generate``)."""
         if h in self._texts:
             return self._texts[h]
         node = self.nodes[h]
         if node.technique is None:
             raw = node.params
-            texts = read_records(raw["path"], limit=raw["n"]) if raw.get("path") else synthetic_corpus(raw["n"], raw["seed"])
+            texts = (read_records(raw["path"], limit=raw["n"]) if raw.get("path")
+                     else builtin_records(raw.get("builtin") or "synthetic", raw["n"], raw["seed"], raw.get("data_dir")))
         else:
             lines = (self.cache.path(h) / DATASET_FILE).read_text(encoding="utf-8").splitlines()
             texts = [json.loads(line)["text"] for line in lines]

@@ -24,11 +24,14 @@ from typing import Any
 import yaml
 
 from adapters import formats as F
+from adapters.corpus import BUILTIN_DATASETS, builtin_files
 from adapters.errors import SpecError, UnknownNameError, UsageError
 from adapters.sources import ModelSource
 from adapters.technique import (
+    DatasetRequest,
     DataTechnique,
     FormatMismatch,
+    PathStep,
     Technique,
     build_params,
     get_technique,
@@ -277,6 +280,7 @@ class _Planner:
             current = self._source_node(path.base, f"{path.where}.base")
             for i, step in enumerate(path.steps):
                 current = self._step_node(path, i, step, current)
+            self._check_path(path, current)
         except _Mismatch as exc:
             self.visiting.pop()
             if path.where != "grid" or self.strict:
@@ -286,6 +290,22 @@ class _Planner:
         self.visiting.pop()
         self.leaf_of_path[path.name] = current
         return current
+
+    def _check_path(self, path: PathSpec, leaf: str) -> None:
+        """Each step's :meth:`Technique.check_path` on the whole path (a conflict between steps, e.g. self-consistency
+        with greedy decoding), as a mismatch line: a grid drops the combination, an explicit path is refused."""
+        nodes = [self.plan.nodes[leaf]]
+        while nodes[0].kind == "model":
+            nodes.insert(0, self.plan.nodes[nodes[0].inputs["model"]])
+        nodes = nodes[1:]
+        roles = [get_technique(str(n.technique)).inputs for n in nodes]
+        steps = [PathStep(str(n.technique), n.built, tuple(r for r in n.inputs if r in named))
+                 for n, named in zip(nodes, roles, strict=True)]
+        for i, node in enumerate(nodes):
+            problem = get_technique(steps[i].technique).check_path(node.built, steps, i)
+            if problem:
+                raise _Mismatch(path.steps[i].where,
+                                f"path {path.name!r}: step {i + 1} {steps[i].technique}: {problem}")
 
     def _technique(self, step: StepSpec) -> type[Technique]:
         try:
@@ -303,7 +323,9 @@ class _Planner:
         params = dict(step.params)
         inputs: dict[str, Any] = {"model": model}
         for role in cls.inputs:
-            inputs[role] = self._reference(step, role, params.pop(role, None), path.base)
+            ref = params.pop(role, None)
+            if ref is not None or role not in cls.optional_inputs:
+                inputs[role] = self._reference(step, role, ref, path.base)
         dataset = params.get("dataset")
         if isinstance(dataset, str) and dataset in self.spec.datasets:
             inputs["dataset"] = self._dataset_node(self.spec.datasets[dataset], path.base)
@@ -313,10 +335,30 @@ class _Planner:
         if problem:
             self.fail(step.where, problem)
         out_format = self._check_formats(path, index, step, cls, built, inputs)
+        request = cls.dataset_request(built)
+        if request is not None:
+            inputs = self._requested_dataset(step, request, inputs, path.base)
+        data = self._named_data(step, cls, built, inputs, path.base)
         full = params_dict(built)
-        node = Node(node_hash(cls, built, full, inputs, self.spec), "model", cls.name, cls.version, full, inputs, None,
-                    step.label(), out_format, built)
+        node = Node(node_hash(cls, built, full, inputs, self.spec, data), "model", cls.name, cls.version, full, inputs,
+                    None, step.label(), out_format, built)
         return self._add(node)
+
+    def _named_data(self, step: StepSpec, cls: type[Technique], built: Any, inputs: dict[str, Any],
+                    base: str) -> list[str]:
+        """Adds to ``inputs`` the datasets named by the step's ``dataset_params`` (a dataset of the spec, or a builtin
+        one); returns the content digests of the local files the step reads itself (:meth:`Technique.local_data`)."""
+        for fld in cls.dataset_params:
+            name = getattr(built, fld, None)
+            if isinstance(name, str) and name in self.spec.datasets:
+                inputs[fld] = self._dataset_node(self.spec.datasets[name], base)
+            elif isinstance(name, str) and name in BUILTIN_DATASETS:
+                inputs[fld] = self._add(self._raw_dataset(DatasetSpec(name, builtin=name)))
+        try:
+            files = cls.local_data(built, [*self.spec.datasets, *BUILTIN_DATASETS])
+        except UsageError as exc:
+            self.fail(step.where, str(exc))
+        return [file_digest(f) for f in files]
 
     def _check_formats(self, path: PathSpec, index: int, step: StepSpec, cls: type[Technique], built: Any,
                        inputs: dict[str, Any]) -> str:
@@ -381,14 +423,43 @@ class _Planner:
             if not issubclass(cls, DataTechnique):
                 self.fail(step.where, f"{cls.name} produces a model; dataset steps must be data.* techniques")
             params = dict(step.params)
-            inputs = {"texts": current, "reference": self._reference(step, "reference", params.pop("reference", None), base)}
+            reference = self._reference(step, "reference", params.pop("reference", None), base)
             built = build_params(cls, params, where=f"{self.spec.file}: {step.where}")
-            full = params_dict(built)
-            ident = {"technique": cls.name, "version": cls.version, "params": full, "inputs": inputs}
-            current = self._add(Node(content_hash(ident), "dataset", cls.name, cls.version, full, inputs, None,
-                                     step.label(), None, built))
+            current = self._data_node(cls, built, current, reference, step.label())
         self.dataset_nodes[ds.name] = current
         return current
+
+    def _data_node(self, cls: type[Technique], built: Any, texts: str, reference: str, label: str) -> str:
+        """A data technique applied to dataset node ``texts`` with model node ``reference``; the seed is part of its
+        identity only where the technique depends on it."""
+        full = params_dict(built)
+        inputs = {"texts": texts, "reference": reference}
+        ident: dict[str, Any] = {"technique": cls.name, "version": cls.version, "params": full, "inputs": inputs}
+        if cls.seed_dependent(built):
+            ident["seed"] = self.spec.seed
+        return self._add(Node(content_hash(ident), "dataset", cls.name, cls.version, full, inputs, None, label, None,
+                              built))
+
+    def _requested_dataset(self, step: StepSpec, request: DatasetRequest, inputs: dict[str, Any], base: str) -> dict[str, Any]:
+        """The step's inputs with the dataset it asks for (:meth:`Technique.dataset_request`) as a node of its own:
+        the data technique applied to the named dataset, with the step's ``request.role`` model as its reference (an
+        input of the dataset node, no longer of the step's node). The same request from another step is the same
+        node, and so is a ``datasets:`` entry that spells it out."""
+        where = f"{step.where}.{request.field}"
+        if request.source not in self.spec.datasets and request.source not in BUILTIN_DATASETS:
+            self.fail(where, f"{request.source!r} names no dataset (defined: {', '.join(self.spec.datasets) or 'none'}; "
+                             f"builtin: {', '.join(BUILTIN_DATASETS)})")
+        if request.source in self.spec.datasets:
+            texts = self._dataset_node(self.spec.datasets[request.source], base)
+        else:
+            texts = self._add(self._raw_dataset(DatasetSpec(request.source, builtin=request.source, n=request.n)))
+        cls = self._technique(StepSpec(request.technique, where=where))
+        built = build_params(cls, request.params, where=f"{self.spec.file}: {step.where}")
+        out = {role: ref for role, ref in inputs.items() if role != request.role}
+        by = step.params.get(request.role, base)
+        out["dataset"] = self._data_node(cls, built, texts, inputs[request.role],
+                                         f"{request.technique}({request.source} by {by})")
+        return out
 
     def _raw_dataset(self, ds: DatasetSpec) -> Node:
         """A file or built-in dataset; identified by the file's content (not its name) or the seed."""
@@ -401,6 +472,13 @@ class _Planner:
             ident = {"content": file_digest(path), "n": ds.n, "suffix": path.suffix}
         else:
             ident = {"builtin": ds.builtin or "synthetic", "n": ds.n, "seed": self.spec.seed}
+            try:  # a builtin made from local files (truthfulqa_pairs): identified by their content too
+                files = builtin_files(ds.builtin or "synthetic", self.data_dir)
+            except UsageError as exc:
+                self.fail(f"datasets.{ds.name}.builtin", str(exc))
+            if files:
+                ident["content"] = [file_digest(f) for f in files]
+                raw["data_dir"] = self.data_dir  # None: $SLM_DATA_DIR, as here
         return Node(content_hash(ident), "dataset", None, "", raw, {}, raw, ds.name)
 
     def _keep_reachable(self) -> None:
@@ -461,7 +539,10 @@ class _Planner:
                 visit_dataset(ds.source)
             for s in ds.steps:
                 ref = s.params.get("reference")
-                add(ref if isinstance(ref, str) and ref in self.spec.bases else path.base, bases)
+                if isinstance(ref, str) and ref in self.path_by_name:  # e.g. data.generate by a tuned teacher
+                    visit(self.path_by_name[ref])
+                else:
+                    add(ref if isinstance(ref, str) and ref in self.spec.bases else path.base, bases)
             add(name, datasets)
 
         def visit(p: PathSpec) -> None:
@@ -475,9 +556,9 @@ class _Planner:
                             add(ref, bases)
                         elif isinstance(ref, str) and ref in self.path_by_name and ref != p.name:
                             visit(self.path_by_name[ref])
-                dataset = s.params.get("dataset")
-                if isinstance(dataset, str) and dataset in self.spec.datasets:
-                    visit_dataset(dataset)
+                for value in s.params.values():  # `dataset:`, and any other parameter naming one (`prompts:`)
+                    if isinstance(value, str) and value in self.spec.datasets:
+                        visit_dataset(value)
             paths.append(p)
 
         visit(path)
@@ -534,10 +615,13 @@ class _Mismatch(Exception):
 
 
 def node_hash(cls: type[Technique], built: Any, full: dict[str, Any], inputs: dict[str, Any],
-              spec: ExperimentSpec) -> str:
+              spec: ExperimentSpec, data: list[str] | None = None) -> str:
     """A model node's identity: technique, version, params, inputs, and the seed and step budget where
-    they reach the technique (dataset contents enter through the dataset input's own hash)."""
+    they reach the technique (dataset contents enter through the dataset input's own hash; ``data`` holds the
+    content digests of the local files the step reads itself)."""
     ident: dict[str, Any] = {"technique": cls.name, "version": cls.version, "params": full, "inputs": inputs}
+    if data:
+        ident["data"] = data
     if cls.seed_dependent(built):
         ident["seed"] = spec.seed
     if cls.step_budget_dependent(built) and spec.max_steps is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from adapters.corpus import BUILTIN_DATASETS
 from adapters.errors import SpecError, UsageError
 from suites.base import PROFILES
 
@@ -59,7 +60,8 @@ class SuiteSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A named dataset: ``builtin: synthetic`` (n), ``path: FILE`` (limit), or ``from: NAME`` + ``steps``."""
+    """A named dataset: ``builtin: NAME`` (one of :data:`adapters.corpus.BUILTIN_DATASETS`; n), ``path: FILE`` (limit),
+    or ``from: NAME`` + ``steps``."""
 
     name: str
     builtin: str | None = None
@@ -205,15 +207,16 @@ def _datasets(raw: Any, ctx: _Ctx) -> dict[str, DatasetSpec]:
     for name, conf in raw.items():
         where = f"datasets.{name}"
         if not isinstance(conf, dict):
-            ctx.fail(where, "expected {builtin: synthetic, n: N} | {path: FILE, limit: N} | {from: NAME, steps: [...]}")
+            ctx.fail(where, f"expected {{builtin: {' | '.join(BUILTIN_DATASETS)}, n: N}} | {{path: FILE, limit: N}} | "
+                           "{from: NAME, steps: [...]}")
         kinds = [k for k in ("builtin", "path", "from") if k in conf]
         if len(kinds) != 1:
             ctx.fail(where, "give exactly one of builtin:, path:, from:")
         extra = sorted(set(conf) - {"builtin", "path", "from", "steps", "n", "limit"})
         if extra:
             ctx.fail(f"{where}.{extra[0]}", "unknown field (allowed: builtin, path, from, steps, n, limit)")
-        if conf.get("builtin") not in (None, "synthetic"):
-            ctx.fail(f"{where}.builtin", f"{conf['builtin']!r} is not allowed (allowed: synthetic)")
+        if conf.get("builtin") is not None and conf["builtin"] not in BUILTIN_DATASETS:
+            ctx.fail(f"{where}.builtin", f"{conf['builtin']!r} is not allowed (allowed: {', '.join(BUILTIN_DATASETS)})")
         n = _int(conf.get("n", conf.get("limit", 1000)), ctx, f"{where}.n", minimum=1)
         steps = tuple(_steps(conf.get("steps", []), ctx, f"{where}.steps", sweep=False)[0])
         out[str(name)] = DatasetSpec(str(name), conf.get("builtin"), conf.get("path"), conf.get("from"), steps, n)

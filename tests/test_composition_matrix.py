@@ -41,8 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "peft.lora": {"r": 2, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "tune.sft": {"max_steps": 1, "batch_size": 1, "max_length": 128, "n_examples": 4},
+    "tune.dpo": {"max_steps": 1, "batch_size": 2, "max_length": 128, "n_examples": 4, "eval_pairs": 1},
+    "tune.kto": {"max_steps": 1, "batch_size": 2, "max_length": 128, "n_examples": 4, "eval_pairs": 1},
     "distill.logit": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16, "eval_blocks": 1},
     "distill.feature": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16, "eval_blocks": 1},
+    "distill.blackbox": {"n_prompts": 2, "max_new_tokens": 4, "max_steps": 1, "batch_size": 1, "max_length": 128},
     "init.scratch": {"hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "max_steps": 1, "batch_size": 1,
                      "seq_len": 16, "n_texts": 16},
     "prune.wanda": {"n_calibration": 2, "seq_len": 16},
@@ -59,6 +62,10 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "init.pretrained": {},
     "deploy.onnxruntime": {},
     "infer.decoding": {},  # greedy by default
+    "infer.rag": {"corpus": "synthetic", "k": 2},  # the builtin corpus: no data directory needed
+    "infer.cot": {},
+    "infer.self_consistency": {"k": 2},
+    "infer.best_of_n": {"n": 2},  # scored by the path's own model (no `scorer:` in the matrix's context)
 }
 
 #: how the pico artifact of each format is made from tiny-llama (None: the model itself)

@@ -199,7 +199,8 @@ class OrtHandle(ModelHandle):
         return type(self)(model, self.tokenizer, source=self.source, backend=self.backend, lineage=self.lineage,
                           threads=self.threads, batch_size=self.batch_size,
                           generation_kwargs=dict(self.generation_kwargs), meta=dict(self.meta), format=self.format,
-                          format_state=dict(self.format_state))
+                          format_state=dict(self.format_state), prompt_hooks=self.prompt_hooks,
+                          inference_hooks=self.inference_hooks)
 
     def embedding_facts(self) -> EmbeddingFacts:
         """How the input embedding is stored, from the config (the graph has no embedding module): tied as

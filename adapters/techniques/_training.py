@@ -39,6 +39,14 @@ def quiet_trainer(trainer: Any) -> Any:
     return trainer
 
 
+def without_trainer_patches(model: Any) -> Any:
+    """``model`` without the fused LM head trl's trainers patch onto it: an instance ``forward`` whose fallback is the
+    forward bound to this very object, so a deep copy of the model (the next step's input) would still run the
+    original's weights. The class's own ``forward`` takes over again."""
+    model.__dict__.pop("forward", None)
+    return model
+
+
 def copied_model(handle: ModelHandle) -> Any:
     """A float copy of the handle's model (techniques never change their input handle): a deep copy, or,
     for a quantized format, a dequantized copy with the same structure (see ``Technique.dequantizes``)."""

@@ -195,4 +195,5 @@ def _ort_handle(handle: ModelHandle, onnx_file: Path, state: dict[str, Any]) -> 
     return OrtHandle(model, handle.tokenizer, source=handle.source, backend="onnxruntime",
                      lineage=handle.lineage, threads=handle.threads, batch_size=handle.batch_size,
                      generation_kwargs=dict(handle.generation_kwargs), meta=dict(handle.meta), format=F.ONNX,
-                     format_state=state)
+                     format_state=state, prompt_hooks=handle.prompt_hooks,
+                     inference_hooks=handle.inference_hooks)

@@ -104,7 +104,8 @@ def replaced(handle: ModelHandle, model: Any, tokenizer: Any, source: str) -> Mo
     """A torch handle of a new model that keeps the incoming handle's lineage and runtime settings (the
     incoming handle may be on another backend)."""
     return ModelHandle(model, tokenizer, source=source, lineage=handle.lineage, threads=handle.threads,
-                       batch_size=handle.batch_size, generation_kwargs=dict(handle.generation_kwargs))
+                       batch_size=handle.batch_size, generation_kwargs=dict(handle.generation_kwargs),
+                       prompt_hooks=handle.prompt_hooks, inference_hooks=handle.inference_hooks)
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from adapters.errors import UsageError
 from suites import probes
 from suites.base import PROFILES, Metric, SampleRecord, Suite, SuiteContext, SuiteResult, suite
+from suites.retrieval import retrieval_recall
 from suites.tasks import TASKS_DIR
 from suites.tasks.data import BENCHMARKS, resolve_data_dir
 
@@ -133,6 +134,39 @@ def _load_one(tm: Any, name: str) -> dict[str, Any]:
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}){hint}") from exc
 
 
+def adapt_tasks(tm: Any, objects: list[Any], hooks: Sequence[Any]) -> tuple[list[Any], dict[str, list[str]]]:
+    """The tasks as the handle's inference hooks pose them (:mod:`adapters.inference`: chain-of-thought prompts and
+    answer filters, self-consistency repeats and votes), and per task one note per hook. A changed task is rebuilt
+    from its YAML config by lm-eval's loader: it keeps its name, documents and document ids. A group's tasks keep
+    their configs (name the tasks to adapt them)."""
+    if not hooks:
+        return objects, {}
+    from lm_eval.api.group import Group
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from adapters.inference import adapt_config
+
+    out, notes = [], {}
+    for obj in objects:
+        name = obj.name if isinstance(obj, Group) else obj.task_name
+        source = None if isinstance(obj, Group) else (obj.config.metadata or {}).get("config_source")
+        if source is None or not Path(source).is_file():
+            notes[name] = ["not adapted: a group, or a task without a YAML config (name its tasks one by one)"]
+            out.append(obj)
+            continue
+        raw = {**load_yaml(source, resolve_func=True), "task": name}
+        config, notes[name] = adapt_config(hooks, name, raw)
+        if config is raw:
+            out.append(obj)
+            continue
+        try:
+            out.append(tm.load([config])["tasks"][name])
+        except Exception as exc:
+            raise UsageError(f"quality.tasks: task {name!r} as the path's inference steps pose it could not be built "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    return out, notes
+
+
 def leaf_tasks(objects: list[Any]) -> dict[str, Any]:
     """Every leaf task among ``objects`` (groups expanded), by task name."""
     from lm_eval.api.group import Group
@@ -190,6 +224,7 @@ class QualitySuite(Suite):
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
         opts = read_options(ctx)
         tm, objects = load_tasks(opts.tasks, opts.include_path, opts.data_dir)
+        objects, adapted = adapt_tasks(tm, objects, handle.inference_hooks)
         tasks = leaf_tasks(objects)
         picked = pick_samples(tasks, opts.n, ctx.seed)
         saved = (handle.batch_size, handle._lm)
@@ -206,8 +241,15 @@ class QualitySuite(Suite):
             handle.batch_size, handle._lm = saved
         sizes = {name: len(task.eval_docs) for name, task in tasks.items()}
         settings = self._settings(handle, opts._replace(batch_size=batch), ctx, picked)
-        return to_result(out, picked, sizes, {**settings, "batch_size_requested": opts.batch_size, "max_length": window,
-                                                     "prefix_cache": {"enabled": opts.prefix_cache, **shared}})
+        if adapted:  # what each inference step (infer.cot, infer.self_consistency) did to each task
+            settings["inference"] = {"hooks": handle.settings["inference_hooks"], "tasks": adapted}
+        result = to_result(out, picked, sizes, {**settings, "batch_size_requested": opts.batch_size,
+                                                 "max_length": window,
+                                                 "prefix_cache": {"enabled": opts.prefix_cache, **shared}})
+        recall, recall_samples = retrieval_recall(handle, out)  # infer.rag: recall@k on the tasks' own questions
+        result.metrics.extend(recall)
+        result.samples.extend(recall_samples)
+        return result
 
     @staticmethod
     def _fit_batch(handle: ModelHandle, tasks: dict[str, Any], batch: int, max_length: int | None) -> int:

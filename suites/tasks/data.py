@@ -92,7 +92,29 @@ def gsm8k(root: Path) -> list[Doc]:
     return [{"question": d["question"], "answer": d["answer"]} for d in _jsonl(root / "gsm8k" / "test.jsonl")]
 
 
+def squad_openbook(root: Path) -> list[Doc]:
+    """SQuAD v1.1 dev, one document per question: its id, article title, gold paragraph (``context``, also its
+    position ``paragraph`` among the 2,067), question and gold answer texts."""
+    from adapters.retrieval import SQUAD_FILE, read_squad
+
+    squad = read_squad(root / SQUAD_FILE)
+    return [{"id": q.id, "title": q.title, "context": squad.paragraphs[q.paragraph], "paragraph": q.paragraph,
+             "question": q.question, "answers": list(q.answers)} for q in squad.questions]
+
+
+def truthfulqa_heldout(root: Path) -> list[Doc]:
+    """The TruthfulQA questions held out from the ``truthfulqa_pairs`` preference data (the split of
+    :func:`adapters.truthfulqa.truthfulqa_split`), in ``mc_task.json`` order: a model aligned on those pairs is scored
+    on questions it never trained on."""
+    from adapters.truthfulqa import truthfulqa_split
+
+    docs = truthfulqa(root)
+    held = truthfulqa_split(len(docs)).heldout
+    return [d for i, d in enumerate(docs) if i in held]
+
+
 _TQA = Benchmark(("truthfulqa/mc_task.json",), truthfulqa)
+_TQA_HELDOUT = Benchmark(("truthfulqa/mc_task.json",), truthfulqa_heldout)
 BENCHMARKS: dict[str, Benchmark] = {
     "arc_easy": Benchmark(("arc_easy/ARC-Easy-Dev.jsonl",), _arc("arc_easy/ARC-Easy-Dev.jsonl")),
     "arc_challenge": Benchmark(("arc_challenge/ARC-Challenge-Dev.jsonl",),
@@ -102,8 +124,11 @@ BENCHMARKS: dict[str, Benchmark] = {
     "lambada_openai": Benchmark(("lambada_openai/lambada_openai.jsonl",), lambada),
     "wikitext": Benchmark(("wikitext2/wiki.test.raw",), wikitext),
     "gsm8k": Benchmark(("gsm8k/test.jsonl",), gsm8k),
+    "squad_openbook": Benchmark(("squad/dev-v1.1.json",), squad_openbook),
     "truthfulqa_mc1": _TQA,
     "truthfulqa_mc2": _TQA,
+    "truthfulqa_mc1_heldout": _TQA_HELDOUT,
+    "truthfulqa_mc2_heldout": _TQA_HELDOUT,
 }
 
 

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from suites import probes
+from suites.tasks import squad
 from suites.tasks.data import load_docs
 
 
@@ -73,6 +74,14 @@ def truthfulqa(**kwargs: Any) -> Any:
     return _local("truthfulqa_mc1", kwargs)
 
 
+def truthfulqa_heldout(**kwargs: Any) -> Any:
+    return _local("truthfulqa_mc1_heldout", kwargs)
+
+
+def squad_openbook(**kwargs: Any) -> Any:
+    return _local("squad_openbook", kwargs)
+
+
 def probe(name: str) -> Any:
     """The built-in probe ``name``'s items (fixed by the probe version, not by any run seed)."""
     return _split(probes.items(name))
@@ -108,3 +117,7 @@ def wikitext_process_results(doc: dict[str, Any], results: Any) -> dict[str, Any
 
 def truthfulqa_process_results_mc2(doc: dict[str, Any], results: Any) -> dict[str, Any]:
     return _lm_eval_module("truthfulqa/utils.py").process_results_mc2(doc, results)
+
+
+def squad_process_results(doc: dict[str, Any], results: Any) -> dict[str, float]:
+    return squad.process_results(doc, results)

@@ -55,3 +55,32 @@ def test_smollm2_sparsegpt_half_beats_magnitude(smollm2, tmp_path, wikitext):
     print("WikiText-2 perplexity:", {k: round(v, 1) for k, v in ppl.items()}, "sparsity", sgpt.report.sparsity)
     assert sgpt.report.sparsity == pytest.approx(0.5, abs=0.01)
     assert ppl["base"] < ppl["sparsegpt50"] < ppl["magnitude50"]
+
+
+def test_smollm2_structured_pruning_shrinks_every_shape_and_feature_kd_recovers(smollm2, tmp_path, wikitext):
+    """25% of the MLP channels and one query head per key/value group (9 -> 6 heads, 3 KV heads kept), then
+    feature distillation from the unpruned model lowers the student-teacher KL on held-out text."""
+    pytest.importorskip("torch_pruning")
+    cfg = smollm2.model.config
+    pruned = run("prune.structured", smollm2, tmp_path, mlp_ratio=0.25, head_ratio=1 / 3, importance="taylor",
+                 n_calibration=4, seq_len=128)
+    r, model = pruned.report, pruned.handle.model
+    head_dim, hidden, n = cfg.hidden_size // cfg.num_attention_heads, cfg.hidden_size, cfg.num_hidden_layers
+    assert (r.intermediate_before, r.intermediate_after) == (1536, 1152) == (1536, model.config.intermediate_size)
+    assert (r.heads_before, r.heads_after, r.kv_heads_after) == (9, 6, 3)
+    removed = n * (3 * hidden * (1536 - 1152) + 2 * hidden * 3 * head_dim)  # gate/up rows + down columns; q rows + o columns
+    assert r.params_before - r.params_after == removed == smollm2.num_parameters() - pruned.handle.num_parameters()
+    back = pruned.handle.save(tmp_path / "pruned")
+    from adapters.handle import ModelHandle
+
+    lines = wikitext.lines()
+    base, after = wikitext.ppl(smollm2, lines), wikitext.ppl(ModelHandle.load(back), lines)
+    kd = run("distill.feature", pruned.handle, tmp_path, inputs={"teacher": smollm2},
+             datasets={"wiki": wikitext.lines(200)[8:]}, dataset="wiki", max_steps=8, batch_size=2, seq_len=128,
+             lr=1e-4, eval_blocks=4)
+    k = kd.report
+    print(f"params {r.params_before} -> {r.params_after}; WikiText-2 perplexity {base:.1f} -> {after:.1f}; "
+          f"feature KD: KL {k.kl_before:.3f} -> {k.kl_after:.3f}, feature MSE {k.feature_mse_before:.4f} -> "
+          f"{k.feature_mse_after:.4f}")
+    assert base < after < 100 * base
+    assert k.kl_after < k.kl_before
