@@ -334,8 +334,8 @@ def test_smollm2_answers_gsm8k_and_a_pico_student_learns_its_answers(smollm2, be
     from adapters.corpus import read_records
     from adapters.sources import load_source
 
-    questions = read_records(benchmarks_dir / "gsm8k" / "test.jsonl", limit=12)
-    params = {"n_prompts": 12, "max_new_tokens": 48, "chat": True, "peft": "none", "lr": 2e-3, "max_steps": 30,
+    questions = read_records(benchmarks_dir / "gsm8k" / "test.jsonl", limit=6)
+    params = {"n_prompts": 6, "max_new_tokens": 32, "chat": True, "peft": "none", "lr": 2e-3, "max_steps": 30,
               "batch_size": 4, "max_length": 256}
     student = load_source("tiny-llama")
     pairs, report = generate({k: params[k] for k in ("n_prompts", "max_new_tokens", "chat")}, questions, smollm2)
@@ -347,5 +347,5 @@ def test_smollm2_answers_gsm8k_and_a_pico_student_learns_its_answers(smollm2, be
     print(f"SmolLM2 on gsm8k: {report.mean_response_chars:.0f} chars per answer, e.g. "
           f"{plain[0]['completion'][:120]!r}; pico student completion NLL {before:.2f} -> {after:.2f}, "
           f"loss {rec['first_loss']:.2f} -> {rec['final_loss']:.2f}")
-    assert report.empty_responses == 0 and sum(any(c.isdigit() for c in p["completion"]) for p in plain) >= 6
+    assert report.empty_responses == 0 and sum(any(c.isdigit() for c in p["completion"]) for p in plain) >= 3
     assert after < 0.8 * before
