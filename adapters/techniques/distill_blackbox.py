@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from adapters import formats as F
 from adapters.corpus import BUILTIN_DATASETS, builtin_records
@@ -36,7 +36,7 @@ from adapters.technique import (
     technique,
 )
 from adapters.techniques._training import TrainReport, seeded
-from adapters.techniques.peft_lora import DEFAULT_TARGETS, _WeightTraining
+from adapters.techniques.peft_lora import TrainerParams, _WeightTraining
 from adapters.techniques.tune import SFTParams, SupervisedFineTune
 
 #: tokens generated per prompt when neither the step nor the teacher's generation config sets it
@@ -255,31 +255,21 @@ class Generate(DataTechnique):
 
 
 @dataclass(frozen=True)
-class BlackboxParams(GenerateParams):
-    """Params of ``distill.blackbox``: those of ``data.generate`` (how the teacher answers), plus
+class BlackboxParams(GenerateParams, TrainerParams):
+    """Params of ``distill.blackbox``: those of ``data.generate`` (how the teacher answers) and the fine-tuning ones of
+    :class:`~adapters.techniques.peft_lora.TrainerParams`, as in ``tune.sft`` (max_steps None: the spec's
+    ``max_steps``, else 50), plus
 
     Attributes:
         prompts: the prompts the teacher answers: a dataset of the spec (texts, or records whose ``prompt`` is used),
             or a builtin one: ``instructions`` (the seeded offline instruction prompts) or ``synthetic``.
-        peft, lora_r, lora_alpha, lora_dropout, target_modules, max_steps, lr, batch_size, max_length,
-            keep_sparsity: the fine-tuning, as in ``tune.sft`` (max_steps None: the spec's ``max_steps``, else 50).
     """
 
     prompts: str = "instructions"
-    peft: Literal["none", "lora"] = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    max_steps: int | None = None
-    lr: float = 2e-4
-    batch_size: int = 4
-    max_length: int = 256
-    keep_sparsity: bool = True
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        self.sft(1)  # the fine-tuning parameters are checked by tune.sft's own rules
+        GenerateParams.__post_init__(self)
+        TrainerParams.__post_init__(self)
 
     def generation(self) -> GenerateParams:
         """The ``data.generate`` parameters of this step."""

@@ -9,7 +9,7 @@ pair (the result stays low-rank); a quantized input is dequantized first (record
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from adapters import formats as F
 from adapters.handle import ModelHandle
@@ -98,6 +98,56 @@ def lora_model(model: Any, p: Any) -> Any:
     config = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
                         target_modules=lora_targets(model, p.target_modules), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+@dataclass(frozen=True)
+class TrainerParams:
+    """The fine-tuning parameters of the techniques that train through a trl trainer (``tune.sft``, ``tune.dpo``,
+    ``tune.kto``, ``distill.blackbox``).
+
+    Attributes:
+        peft: ``lora`` (adapters, merged afterwards) or ``none`` (all parameters train).
+        lora_r, lora_alpha, lora_dropout, target_modules: the LoRA configuration when ``peft: lora``.
+        max_steps: optimizer steps; None uses the spec's ``max_steps``, else 50.
+        lr: peak learning rate (cosine schedule).
+        batch_size: examples per step.
+        max_length: tokens per example (longer ones are truncated).
+        keep_sparsity: after training, set weights that were exactly zero in the input back to zero (a pruned
+            model stays pruned, as with ``peft.lora``).
+    """
+
+    peft: Literal["none", "lora"] = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    max_steps: int | None = None
+    lr: float = 2e-4
+    batch_size: int = 4
+    max_length: int = 256
+    keep_sparsity: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.target_modules:
+            raise ValueError("target_modules must name at least one module")
+        for name in ("lora_r", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def lora_config(self, model: Any) -> Any:
+        """peft's ``LoraConfig`` for a trl trainer's ``peft_config`` (None unless ``peft: lora``)."""
+        from peft import LoraConfig
+
+        if self.peft != "lora":
+            return None
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=lora_targets(model, self.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
 class _WeightTraining(Technique):

@@ -16,7 +16,7 @@ the template, which SmolLM2's has not and trl cannot patch in; splitting at the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from adapters.errors import UsageError
 from adapters.handle import ModelHandle
@@ -31,55 +31,27 @@ from adapters.techniques._training import (
     trainable_counts,
     without_trainer_patches,
 )
-from adapters.techniques.peft_lora import (
-    DEFAULT_TARGETS,
-    _WeightTraining,
-    lora_targets,
-    reapply_masks,
-    zero_masks,
-)
+from adapters.techniques.peft_lora import TrainerParams, _WeightTraining, reapply_masks, zero_masks
 
 
 @dataclass(frozen=True)
-class SFTParams:
-    """Params of ``tune.sft``.
+class SFTParams(TrainerParams):
+    """Params of ``tune.sft``: the fine-tuning ones of :class:`~adapters.techniques.peft_lora.TrainerParams`, plus
 
     Attributes:
-        peft: ``none`` (all parameters train) or ``lora`` (adapters, merged afterwards).
-        lora_r, lora_alpha, lora_dropout, target_modules: the LoRA configuration when ``peft: lora``.
-        max_steps: optimizer steps; None uses the spec's ``max_steps``, else 50.
-        lr: peak learning rate.
-        batch_size: examples per step.
-        max_length: tokens per example (longer ones are truncated).
         dataset: a named dataset of the spec (JSONL records with ``prompt``/``completion`` keep both; chats
             (``messages``) train on their assistant turns through the chat template; plain texts train on the whole
             text); None: the offline instruction pairs.
         n_examples: examples read.
-        keep_sparsity: after training, set weights that were exactly zero in the input back to zero (a pruned
-            model stays pruned, as with ``peft.lora``).
     """
 
-    peft: Literal["none", "lora"] = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    max_steps: int | None = None
-    lr: float = 2e-4
-    batch_size: int = 4
-    max_length: int = 256
     dataset: str | None = None
     n_examples: int = 500
-    keep_sparsity: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 < self.lr < 1:
-            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
-        for name in ("lora_r", "batch_size", "max_length", "n_examples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__()
+        if self.n_examples < 1:
+            raise ValueError(f"n_examples must be >= 1, got {self.n_examples}")
 
 
 def sft_records(ctx: TechniqueContext, p: SFTParams) -> list[dict[str, Any]]:
@@ -202,14 +174,7 @@ class SupervisedFineTune(_WeightTraining):
             data_seed=ctx.seed, use_cpu=ctx.device == "cpu", report_to="none", save_strategy="no",
             logging_steps=1, max_length=p.max_length, disable_tqdm=True, dataloader_num_workers=0,
         )
-        peft_config = self._peft_config(model) if p.peft == "lora" else None
+        peft_config = p.lora_config(model)
         trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(records),
                              processing_class=tokenizer, peft_config=peft_config)
         return quiet_trainer(trainer)
-
-    def _peft_config(self, model: Any) -> Any:
-        from peft import LoraConfig
-
-        p = self.params
-        return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                          target_modules=lora_targets(model, p.target_modules), bias="none", task_type="CAUSAL_LM")

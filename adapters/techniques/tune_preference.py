@@ -40,67 +40,42 @@ from adapters.techniques._training import (
     trainable_counts,
     without_trainer_patches,
 )
-from adapters.techniques.peft_lora import (
-    DEFAULT_TARGETS,
-    _WeightTraining,
-    lora_targets,
-    reapply_masks,
-    zero_masks,
-)
+from adapters.techniques.peft_lora import TrainerParams, _WeightTraining, reapply_masks, zero_masks
 from adapters.techniques.tune import check_lengths
 
 Record = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class PreferenceParams:
-    """Params shared by ``tune.dpo`` and ``tune.kto``.
+class PreferenceParams(TrainerParams):
+    """Params shared by ``tune.dpo`` and ``tune.kto``: the fine-tuning ones of
+    :class:`~adapters.techniques.peft_lora.TrainerParams` (with LoRA the reference is the model with its adapters
+    disabled; with ``peft: none`` a frozen copy of the input; ``batch_size`` counts DPO pairs or KTO rows), plus
 
     Attributes:
-        peft: ``lora`` (adapters, merged afterwards; the reference is the model with them disabled) or ``none`` (all
-            parameters train; the reference is a frozen copy of the input).
-        lora_r, lora_alpha, lora_dropout, target_modules: the LoRA configuration when ``peft: lora``.
-        max_steps: optimizer steps; None uses the spec's ``max_steps``, else 50.
-        lr: peak learning rate (cosine schedule).
+        lr: peak learning rate (lower than SFT's by default, as in trl's DPO examples).
         beta: strength of the tie to the reference (higher: less deviation).
-        batch_size: records per step (DPO: pairs; KTO: unpaired rows).
-        max_length: tokens per prompt + completion (longer ones are truncated at the end).
         dataset: a dataset of the spec or a builtin one (``truthfulqa_pairs``, ``truthfulqa_pairs_heldout``,
             ``preferences``); None: the seeded preference pairs about the synthetic world.
         n_examples: records read (before the held-out split).
         eval_fraction: share of the prompts held out from training and evaluated before and after (0: none).
         eval_pairs: at most this many held-out chosen/rejected pairs are evaluated.
-        keep_sparsity: after training, set weights that were exactly zero in the input back to zero.
     """
 
-    peft: Literal["none", "lora"] = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    max_steps: int | None = None
     lr: float = 5e-5
     beta: float = 0.1
-    batch_size: int = 4
-    max_length: int = 256
     dataset: str | None = None
     n_examples: int = 1000
     eval_fraction: float = 0.1
     eval_pairs: int = 64
-    keep_sparsity: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 < self.lr < 1:
-            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        super().__post_init__()
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        for name in ("lora_r", "batch_size", "max_length", "n_examples", "eval_pairs"):
+        for name in ("n_examples", "eval_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -380,15 +355,6 @@ class _PreferenceTraining(_WeightTraining):
             beta=p.beta,
         )
 
-    def peft_config(self, model: Any) -> Any:
-        from peft import LoraConfig
-
-        p = self.params
-        if p.peft != "lora":
-            return None
-        return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                          target_modules=lora_targets(model, p.target_modules), bias="none", task_type="CAUSAL_LM")
-
     def _report(self, trainer: Any, steps: int, trainable: int, total: int, kept: bool, n_train: int,
                 before: MarginStats | None, after: MarginStats | None) -> PreferenceReport:
         logs = [h for h in trainer.state.log_history if "loss" in h] if steps > 0 else []  # one per step
@@ -439,7 +405,7 @@ class DirectPreferenceOptimization(_PreferenceTraining):
         p = self.params
         config = DPOConfig(**self.config_kwargs(ctx, steps), loss_type=[p.loss_type])
         trainer = DPOTrainer(model=model, ref_model=ref, args=config, train_dataset=Dataset.from_list(train),
-                             processing_class=tokenizer, peft_config=self.peft_config(model))
+                             processing_class=tokenizer, peft_config=self.params.lora_config(model))
         return quiet_trainer(trainer)
 
 
@@ -474,5 +440,5 @@ class KahnemanTverskyOptimization(_PreferenceTraining):
         config = KTOConfig(**self.config_kwargs(ctx, steps), loss_type=p.loss_type, desirable_weight=weight,
                            undesirable_weight=p.undesirable_weight)
         trainer = KTOTrainer(model=model, ref_model=ref, args=config, train_dataset=Dataset.from_list(train),
-                             processing_class=tokenizer, peft_config=self.peft_config(model))
+                             processing_class=tokenizer, peft_config=self.params.lora_config(model))
         return quiet_trainer(trainer)
