@@ -1,7 +1,8 @@
 """Comparing two paths (or two runs): per metric the difference and a significance test.
 
-Quality and trust accuracies use the exact McNemar test on per-sample outcomes paired by sample id;
-other per-sample scores use a paired bootstrap; latency, memory and energy use a bootstrap interval of
+Quality and trust accuracies use the exact McNemar test on per-sample outcomes paired by sample id (each filter's
+and metric's own outcomes where the suite recorded them); other per-sample scores (TruthfulQA MC2's probability,
+SQuAD's F1) use a paired bootstrap; latency, memory and energy use a bootstrap interval of
 the difference of medians over the raw observations; where nothing per-sample was kept, a z-test
 from the two standard errors. Every row names the test it used.
 """
@@ -93,17 +94,25 @@ def compare_metric(key: Key, a: PathData, b: PathData, seed: int = 0) -> dict[st
 def _test(key: Key, a: PathData, b: PathData, seed: int) -> stats.TestResult:
     suite, task, metric = key
     if suite in PAIRED_SUITES:
-        own = (suite, f"{task}#{metric}")  # per-item outcomes recorded for this very metric
+        own = (suite, f"{task}#{metric}")  # per-item outcomes recorded for this very metric (filter)
+        task_key = (suite, task)
         if own in a.correct and own in b.correct:
             ca, cb = a.correct[own], b.correct[own]
+        elif _is_accuracy(metric) and own not in a.scores and own not in b.scores:
+            ca, cb = a.correct.get(task_key, {}), b.correct.get(task_key, {})
         else:
-            ca, cb = a.correct.get((suite, task), {}), b.correct.get((suite, task), {})
+            ca, cb = {}, {}
         common = sorted(ca.keys() & cb.keys())
-        if common and (_is_accuracy(metric) or own in a.correct):
+        if common:
             return stats.mcnemar_exact([ca[i] for i in common], [cb[i] for i in common])
-        sa, sb = a.scores.get((suite, task), {}), b.scores.get((suite, task), {})
+        if own in a.scores and own in b.scores:  # this metric's own per-item scores (SQuAD's F1)
+            sa, sb = a.scores[own], b.scores[own]
+        elif len(a.metrics_for_task(suite, task)) == 1:  # the task's one metric (TruthfulQA MC2's probability)
+            sa, sb = a.scores.get(task_key, {}), b.scores.get(task_key, {})
+        else:
+            sa, sb = {}, {}
         common = sorted(sa.keys() & sb.keys())
-        if common and not _is_accuracy(metric) and len(a.metrics_for_task(suite, task)) == 1:
+        if common:
             return stats.paired_bootstrap([sa[i] for i in common], [sb[i] for i in common], seed=seed)
     ra, rb = a.raw.get(key), b.raw.get(key)
     if ra and rb:

@@ -6,9 +6,9 @@ tomorrow is in the matrix tomorrow. For each cell (technique T, format F):
 * T accepts F (``T.output_format(F, params)`` does not raise): T is applied with :meth:`Technique.run` to a
   pico artifact of format F (built once per session by a producer technique), the output's format is the
   declared one, its log-likelihoods of three fixed pairs and a 4-token greedy generation are recorded, and
-  it is saved. After every cell is saved, ONE fresh Python process reloads every artifact with
-  :meth:`ModelHandle.load` and recomputes the same numbers: they must match the in-memory ones, and the
-  reloaded format and lineage must be the declared ones. The planner must also accept the same path.
+  it is saved. ONE fresh Python process, started before the first cell, reloads each artifact with
+  :meth:`ModelHandle.load` as soon as it is saved (while the next cells are applied) and recomputes the same
+  numbers: they must match the in-memory ones, and the reloaded format and lineage must be the declared ones. The planner must also accept the same path.
 * T does not accept F: the planner refuses the path ``[<producer of F>, T]`` at plan time with one
   ``SpecError`` line naming T, F and what T accepts (or, for ``data.*``, that T produces a dataset).
 
@@ -93,7 +93,10 @@ REQUESTS = [("The river", " flows"), ("Bread is made from", " flour"), ("Alice l
 PROMPT = "1 2 3"
 MAX_NEW_TOKENS = 4
 
-TECHNIQUE_NAMES = TECHNIQUES.names()
+#: ``SLM_MATRIX_TECHNIQUES=quant.gptq,deploy.compile`` limits the matrix to those rows while they are developed (CI
+#: sets nothing and runs every row)
+_ONLY = [t.strip() for t in os.environ.get("SLM_MATRIX_TECHNIQUES", "").split(",") if t.strip()]
+TECHNIQUE_NAMES = [n for n in TECHNIQUES.names() if not _ONLY or n in _ONLY]
 FORMAT_NAMES = format_names()
 
 
@@ -189,27 +192,48 @@ def format_artifacts(tiny_handle, tmp_path_factory) -> dict[str, Any]:
 
 # -- every cell applied and saved, then reloaded in one fresh process --------------------------------------
 RELOAD_SCRIPT = textwrap.dedent("""
+    # Reloads each cell named on stdin (one JSON {"key", "path"} per line) while the test process applies the next
+    # ones, and appends one JSON result line per cell to argv[2].
     import json, sys, traceback
+    import torch
+    torch.set_num_threads(1)  # the other core applies the next cells
     manifest = json.loads(open(sys.argv[1]).read())
     from adapters.handle import ModelHandle
-    results = {}
-    for key, path in manifest["cells"].items():
-        try:
-            h = ModelHandle.load(path)
-            lls = h.loglikelihood([tuple(r) for r in manifest["requests"]])
-            last = h.lineage[-1] if h.lineage else None
-            results[key] = {
-                "format": h.format,
-                "last_step": None if last is None else {"technique": last.technique, "input_format": last.input_format,
-                                                        "output_format": last.output_format},
-                "ll": [x.logprob for x in lls],
-                "gen": h.generate([manifest["prompt"]], max_new_tokens=manifest["max_new_tokens"]),
-            }
-        except Exception:
-            results[key] = {"error": traceback.format_exc()}
-    with open(sys.argv[2], "w") as f:
-        json.dump(results, f)
+    with open(sys.argv[2], "w") as out:
+        for line in sys.stdin:
+            cell = json.loads(line)
+            key, path = cell["key"], cell["path"]
+            try:
+                h = ModelHandle.load(path)
+                lls = h.loglikelihood([tuple(r) for r in manifest["requests"]])
+                last = h.lineage[-1] if h.lineage else None
+                result = {
+                    "format": h.format,
+                    "last_step": None if last is None else {"technique": last.technique,
+                                                            "input_format": last.input_format,
+                                                            "output_format": last.output_format},
+                    "ll": [x.logprob for x in lls],
+                    "gen": h.generate([manifest["prompt"]], max_new_tokens=manifest["max_new_tokens"]),
+                }
+            except Exception:
+                result = {"error": traceback.format_exc()}
+            out.write(json.dumps({"key": key, "result": result}) + "\\n")
+            out.flush()
 """)
+
+
+def _start_reloader(root: Path) -> subprocess.Popen[str]:
+    """The fresh process that reloads each saved cell as soon as it is named on its stdin (so reloading overlaps
+    applying the next cells)."""
+    manifest = root / "manifest.json"
+    manifest.write_text(json.dumps({"requests": REQUESTS, "prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS}))
+    script = root / "reload.py"
+    script.write_text(RELOAD_SCRIPT)
+    env = dict(os.environ)  # OMP_WAIT_POLICY, HF_HUB_OFFLINE, SLM_MODEL_CACHE... as set by conftest
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with (root / "reload.err").open("w") as err:
+        return subprocess.Popen([sys.executable, str(script), str(manifest), str(root / "reloaded.jsonl")], cwd=ROOT,
+                                env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, text=True)
 
 
 def cell_id(technique: str, fmt: str) -> str:
@@ -223,74 +247,76 @@ def matrix(format_artifacts, tiny_handle, tmp_path_factory) -> dict[str, dict[st
     root = tmp_path_factory.mktemp("matrix")
     cells: dict[str, dict[str, Any]] = {}
     saved: dict[str, str] = {}
-    started = time.perf_counter()
-    for fmt in FORMAT_NAMES:
-        artifact = format_artifacts[fmt]
-        for name in TECHNIQUE_NAMES:
-            key = cell_id(name, fmt)
-            rec: dict[str, Any] = {"technique": name, "format": fmt}
-            cells[key] = rec
-            if isinstance(artifact, str):
-                rec.update(status="no-producer", reason=artifact)
-                continue
-            cls = TECHNIQUES.get(name)
-            params = build_params(cls, cheap_params(name))
-            try:
-                expected = cls.output_format(fmt, params)
-            except FormatMismatch:
-                rec["status"] = "refused"
-                try:  # Technique.run refuses too, before applying anything
-                    cls(params).run(artifact, _context(root / "refused", tiny_handle))
-                    rec["run_refusal"] = None
-                except FormatMismatch as exc:
-                    rec["run_refusal"] = str(exc)
+    reloader = _start_reloader(root)
+    try:
+        started = time.perf_counter()
+        for fmt in FORMAT_NAMES:
+            artifact = format_artifacts[fmt]
+            for name in TECHNIQUE_NAMES:
+                key = cell_id(name, fmt)
+                rec: dict[str, Any] = {"technique": name, "format": fmt}
+                cells[key] = rec
+                if isinstance(artifact, str):
+                    rec.update(status="no-producer", reason=artifact)
+                    continue
+                cls = TECHNIQUES.get(name)
+                params = build_params(cls, cheap_params(name))
                 try:
-                    plan_path(fmt, name)
-                    rec["plan_error"] = None
-                except SpecError as err:
-                    rec["plan_error"] = str(err)
-                continue
-            rec.update(status="accepted", expected_format=expected)
-            try:
-                plan = plan_path(fmt, name)
-                rec["planned_format"] = plan.paths[0].steps[-1]["format"]
-            except Exception as err:  # noqa: BLE001 - recorded, asserted by the cell's test
-                rec["planned_format"] = f"refused: {err}"
-            t0 = time.perf_counter()
-            try:
-                workdir = root / f"work-{len(saved):03d}"
-                out = cls(params).run(artifact, _context(workdir, tiny_handle)).handle
-                last = out.lineage[-1]
-                rec.update(out_format=out.format,
-                           last_step={"technique": last.technique, "input_format": last.input_format,
-                                      "output_format": last.output_format},
-                           memory=_outputs(out))
-                target = root / f"cell-{len(saved):03d}"
-                out.save(target)
-                saved[key] = str(target)
-            except (MissingDependencyError, BackendUnavailableError) as exc:
-                rec.update(status="unavailable", reason=f"{name} cannot run here: {exc}")
-            except Exception:  # noqa: BLE001 - a run-time failure is recorded and fails the cell's test
-                rec["error"] = traceback.format_exc()
-            rec["apply_s"] = round(time.perf_counter() - t0, 2)
+                    expected = cls.output_format(fmt, params)
+                except FormatMismatch:
+                    rec["status"] = "refused"
+                    try:  # Technique.run refuses too, before applying anything
+                        cls(params).run(artifact, _context(root / "refused", tiny_handle))
+                        rec["run_refusal"] = None
+                    except FormatMismatch as exc:
+                        rec["run_refusal"] = str(exc)
+                    try:
+                        plan_path(fmt, name)
+                        rec["plan_error"] = None
+                    except SpecError as err:
+                        rec["plan_error"] = str(err)
+                    continue
+                rec.update(status="accepted", expected_format=expected)
+                try:
+                    plan = plan_path(fmt, name)
+                    rec["planned_format"] = plan.paths[0].steps[-1]["format"]
+                except Exception as err:  # noqa: BLE001 - recorded, asserted by the cell's test
+                    rec["planned_format"] = f"refused: {err}"
+                t0 = time.perf_counter()
+                try:
+                    workdir = root / f"work-{len(saved):03d}"
+                    out = cls(params).run(artifact, _context(workdir, tiny_handle)).handle
+                    last = out.lineage[-1]
+                    rec.update(out_format=out.format,
+                               last_step={"technique": last.technique, "input_format": last.input_format,
+                                          "output_format": last.output_format},
+                               memory=_outputs(out))
+                    target = root / f"cell-{len(saved):03d}"
+                    out.save(target)
+                    saved[key] = str(target)
+                    assert reloader.stdin is not None
+                    reloader.stdin.write(json.dumps({"key": key, "path": str(target)}) + "\n")
+                    reloader.stdin.flush()
+                except (MissingDependencyError, BackendUnavailableError) as exc:
+                    rec.update(status="unavailable", reason=f"{name} cannot run here: {exc}")
+                except Exception:  # noqa: BLE001 - a run-time failure is recorded and fails the cell's test
+                    rec["error"] = traceback.format_exc()
+                rec["apply_s"] = round(time.perf_counter() - t0, 2)
+    except BaseException:  # a broken fixture must not leave the reload process waiting on its stdin
+        reloader.kill()
+        raise
     applied_s = time.perf_counter() - started
 
-    manifest = root / "manifest.json"
-    manifest.write_text(json.dumps({"cells": saved, "requests": REQUESTS, "prompt": PROMPT,
-                                    "max_new_tokens": MAX_NEW_TOKENS}))
-    script = root / "reload.py"
-    script.write_text(RELOAD_SCRIPT)
-    result_file = root / "reloaded.json"
-    env = dict(os.environ)  # OMP_WAIT_POLICY, HF_HUB_OFFLINE, SLM_MODEL_CACHE... as set by conftest
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(script), str(manifest), str(result_file)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"the reload process failed:\n{proc.stderr[-4000:]}"
-    reloaded = json.loads(result_file.read_text())
+    assert reloader.stdin is not None
+    reloader.stdin.close()
+    returncode = reloader.wait(timeout=900)
+    stderr = (root / "reload.err").read_text()
+    assert returncode == 0, f"the reload process failed:\n{stderr[-4000:]}"
+    reloaded = {r["key"]: r["result"] for r in map(json.loads, (root / "reloaded.jsonl").read_text().splitlines())}
     for key in saved:
         cells[key]["reloaded"] = reloaded.get(key, {"error": "not reloaded"})
-    cells["__timing__"] = {"apply_s": round(applied_s, 1), "reload_s": round(time.perf_counter() - t0, 1)}
+    cells["__timing__"] = {"apply_s": round(applied_s, 1), "reload_wait_s": round(time.perf_counter() - t0, 1)}
     return cells
 
 
@@ -380,7 +406,7 @@ def test_matrix_summary(matrix, capsys):
               f"known bugs), {len(refused)} refused at plan time ({len(refused_ok)} with the expected message)"
               + (f"; columns skipped (no producer): {', '.join(skipped_cols)}" if skipped_cols else "")
               + (f"; cells skipped (dependency missing): {', '.join(unavailable)}" if unavailable else "")
-              + f"; apply {timing['apply_s']} s, reload process {timing['reload_s']} s; slowest: "
+              + f"; apply {timing['apply_s']} s (reloading alongside), then {timing['reload_wait_s']} s reloading; slowest: "
               + ", ".join(f"{r['technique']}@{r['format']} {r.get('apply_s')} s" for r in slowest)
               + "; max reload drift: " + ", ".join(f"{f} {d:.1e}" for f, d in sorted(drift.items())))
     unexpected = [f"{r['technique']}@{r['format']}" for r in bad if (r["technique"], r["format"]) not in KNOWN_BUGS]

@@ -329,17 +329,39 @@ def _unit(metric: str) -> str:
 
 
 def _samples(task: str, logged: list[dict[str, Any]]) -> list[SampleRecord]:
-    """One record per document (correct, per-choice log-likelihoods or the generation, target); other 0/1
-    metrics (acc_norm ...) get their own records under ``<task>#<metric>`` so paired tests use their outcomes."""
+    """Per-item outcomes, so that paired tests compare the same items.
+
+    One record per document under ``task`` (its first filter's ``acc`` / ``exact_match``, per-choice log-likelihoods
+    or the generation, target). Every other metric of every filter gets its own records under ``<task>#<metric>``,
+    named as the suite's metric is (``exact_match_strict-match``, ``acc_norm``, ``f1``), with ``correct`` for an
+    accuracy whose items are all 0/1 and only the ``score`` otherwise (SQuAD's F1)."""
     out = []
+    seen: set[str] = set()
+    others: dict[str, list[tuple[str, float]]] = {}
     for s in logged:
         doc_id, resps = str(s["doc_id"]), s.get("filtered_resps") or []
-        lls = tuple(float(r[0]) for r in resps if isinstance(r, list | tuple) and r and isinstance(r[0], float))
-        score = next((float(s[k]) for k in ("acc", "exact_match") if isinstance(s.get(k), int | float)), None)
-        pred = None if lls else str(resps[0]) if resps else None
-        correct = score == 1.0 if score in (0.0, 1.0) else None  # truthfulqa_mc2's acc is a probability
-        out.append(SampleRecord("quality", task, doc_id, correct, score, lls, pred, str(s.get("target"))))
-        for key in ("acc_norm", "acc_mutual_info"):
-            if isinstance(s.get(key), int | float):
-                out.append(SampleRecord("quality", f"{task}#{key}", doc_id, float(s[key]) >= 1.0, float(s[key])))
+        filt = str(s.get("filter", "none"))
+        if doc_id not in seen:  # lm-eval logs a document once per filter: the first one is the task's record
+            seen.add(doc_id)
+            lls = tuple(float(r[0]) for r in resps if isinstance(r, list | tuple) and r and isinstance(r[0], float))
+            score = next((float(s[k]) for k in ("acc", "exact_match") if _number(s.get(k))), None)
+            pred = None if lls else str(resps[0]) if resps else None
+            correct = score == 1.0 if score in (0.0, 1.0) else None  # truthfulqa_mc2's acc is a probability
+            out.append(SampleRecord("quality", task, doc_id, correct, score, lls, pred, str(s.get("target"))))
+        for metric in s.get("metrics") or [k for k in ("acc_norm", "acc_mutual_info") if k in s]:
+            if _number(s.get(metric)) and not (filt == "none" and metric in ("acc", "exact_match")):
+                name = metric if filt == "none" else f"{metric}_{filt}"
+                others.setdefault(name, []).append((doc_id, float(s[metric])))
+    for name, values in others.items():
+        binary = name.startswith(_ACCURACIES) and all(v in (0.0, 1.0) for _, v in values)
+        out.extend(SampleRecord("quality", f"{task}#{name}", doc_id, value == 1.0 if binary else None, value)
+                   for doc_id, value in values)
     return out
+
+
+#: lm-eval metrics whose per-item value is a 0/1 outcome (TruthfulQA MC2's ``acc`` is a probability: checked by value)
+_ACCURACIES = ("acc", "exact_match")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -117,3 +117,45 @@ def test_check_usage_errors_exit_2(two_path_db: Path, tmp_path: Path):
     res = slm("check", "--baseline", str(base), "--db", str(two_path_db), "--tolerances", str(tol))
     assert res.returncode == 2
     assert str(tol) in res.stderr and "defaults.latency.rel_tol" in res.stderr and "'fast'" in res.stderr
+
+
+def test_each_filter_and_metric_is_paired_on_its_own_items():
+    """GSM8K logs each document once per filter, SQuAD logs F1 next to exact match: the suite records each metric's
+    own per-item values, and compare pairs exactly those (McNemar for 0/1 outcomes, paired bootstrap for scores)."""
+    from results.compare import PathData, compare_metric
+    from suites.builtin.quality import _samples
+
+    def logged(strict: list[int], flexible: list[int], f1: list[float]) -> list[dict]:
+        out = []
+        for filt, values in (("strict-match", strict), ("flexible-extract", flexible)):
+            out += [{"doc_id": i, "filter": filt, "metrics": ["exact_match"], "exact_match": v,
+                     "filtered_resps": ["7"], "target": "7"} for i, v in enumerate(values)]
+        out += [{"doc_id": i, "filter": "none", "metrics": ["exact_match", "f1"], "exact_match": 0, "f1": v,
+                 "filtered_resps": ["x"], "target": "y"} for i, v in enumerate(f1)]
+        return out
+
+    def path(name: str, records: list) -> PathData:
+        data = PathData(name, name, "cpu-1t")
+        for r in records:
+            if r.correct is not None:
+                data.correct.setdefault(("quality", r.task), {})[r.sample_id] = r.correct
+            if r.score is not None:
+                data.scores.setdefault(("quality", r.task), {})[r.sample_id] = r.score
+        for metric in ("exact_match_strict-match", "exact_match_flexible-extract", "f1"):
+            data.metrics[("quality", "t", metric)] = {"value": 0.5, "stderr": 0.1, "unit": "fraction",
+                                                     "higher_is_better": True}
+        return data
+
+    n = 30
+    a = _samples("t", logged([0] * n, [0] * n, [0.1] * n))
+    b = _samples("t", logged([0] * n, [1] * 12 + [0] * 18, [0.6] * n))
+    assert len([r for r in a if r.task == "t"]) == n  # one task-level record per document
+    assert {r.task for r in a} == {"t", "t#exact_match_strict-match", "t#exact_match_flexible-extract", "t#f1"}
+    assert all(r.correct is None for r in a if r.task == "t#f1")
+    pa, pb = path("a", a), path("b", b)
+    strict = compare_metric(("quality", "t", "exact_match_strict-match"), pa, pb)
+    flexible = compare_metric(("quality", "t", "exact_match_flexible-extract"), pa, pb)
+    f1 = compare_metric(("quality", "t", "f1"), pa, pb)
+    assert strict["test"] == "mcnemar-exact" and strict["p_value"] == 1.0  # the same outcomes on every item
+    assert flexible["test"] == "mcnemar-exact" and flexible["p_value"] < 0.001  # 12 discordant items, one way
+    assert f1["test"] == "paired-bootstrap" and f1["test_diff"] == pytest.approx(0.5)
