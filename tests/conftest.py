@@ -75,12 +75,26 @@ def tiny(tiny_handle):
     return ModelHandle(copy.deepcopy(h.model), h.tokenizer, source=h.source, threads=h.threads, batch_size=h.batch_size)
 
 
+#: threads of the real-model (slow) tests: both cores of a CI machine (with OMP_WAIT_POLICY=PASSIVE, as tox sets, two
+#: threads pay off, DESIGN.md); a test whose numbers must equal a one-thread reference uses ``smollm2_1t``
+SLOW_THREADS = min(2, os.cpu_count() or 1)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
-    """The embedded SmolLM2-135M-Instruct (slow tests only)."""
+    """The embedded SmolLM2-135M-Instruct (slow tests only), on :data:`SLOW_THREADS` threads."""
     from adapters.sources import load_source
 
-    return load_source("smollm2-135m-instruct", threads=1)
+    return load_source("smollm2-135m-instruct", threads=SLOW_THREADS)
+
+
+@pytest.fixture()
+def smollm2_1t(smollm2):
+    """The same model on one thread: lm-eval's numbers are bit-identical to the CLI's only at equal thread counts."""
+    from adapters.handle import ModelHandle
+
+    return ModelHandle(smollm2.model, smollm2.tokenizer, source=smollm2.source, threads=1,
+                       batch_size=smollm2.batch_size)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -58,11 +58,11 @@ def test_tiny_handle_runs_a_local_lm_eval_task(tiny_handle, tmp_path):
 
 
 @pytest.mark.slow
-def test_same_numbers_as_lm_eval_cli(smollm2, tmp_path):
+def test_same_numbers_as_lm_eval_cli(smollm2_1t, tmp_path):
     from adapters.sources import smollm2_checkpoint_dir
 
     include = write_task(tmp_path / "tasks")
-    mine = evaluate_in_process(smollm2, include)
+    mine = evaluate_in_process(smollm2_1t, include)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [
         sys.executable, "-m", "lm_eval", "--model", "hf",
