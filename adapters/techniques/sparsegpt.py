@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from adapters import formats as F
 from adapters.technique import Applied, Technique, technique
-from adapters.techniques._training import copied_model, decoder_linears, seeded
+from adapters.techniques._training import decoder_linears
 from adapters.techniques.prune import PruneReport, _check_sparsity, apply_masks
-from adapters.techniques.quant_awq import _llmcompressor, calibration_dataset, cpu_intermediates
+from adapters.techniques.quant_llmc import calibrated_oneshot, plain_model, require_llmcompressor
 
 if TYPE_CHECKING:
     from adapters.handle import ModelHandle
@@ -67,27 +67,16 @@ class SparseGPTPrune(Technique):
         F.TORCH_LOWRANK: "SparseGPT prunes the original linears: put prune.sparsegpt before factorize.svd"}
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
-        _llmcompressor()
-        from llmcompressor import oneshot
+        require_llmcompressor(self.name)
         from llmcompressor.modifiers.pruning import SparseGPTModifier
 
         p = self.params
-        handle.activate()
-        model = copied_model(handle)
-        model.config.save_pretrained(ctx.workdir / "sparsegpt_input")  # oneshot re-reads it from name_or_path
-        model.config._name_or_path = str(ctx.workdir / "sparsegpt_input")
-        data = calibration_dataset(handle, ctx, _Calibration(p.dataset, p.n_samples, p.seq_len))
         structure = "0:0" if p.pattern == "unstructured" else p.pattern
         recipe = SparseGPTModifier(sparsity=p.sparsity, mask_structure=structure, block_size=p.block_size,
                                    dampening_frac=p.dampening_frac, targets=["Linear"], ignore=["re:.*lm_head"])
-        with seeded(ctx.seed), cpu_intermediates():
-            oneshot(model=model, processor=handle.tokenizer, dataset=data, recipe=[recipe], max_seq_length=p.seq_len,
-                    num_calibration_samples=len(data), shuffle_calibration_samples=False, output_dir=None)
-        from compressed_tensors.offload.dispatch import remove_dispatch
-
-        remove_dispatch(model, onload_tensors=True)  # oneshot leaves its offloading wrappers: a plain model again,
-        model.__dict__.pop("save_pretrained", None)  # saved by transformers' own save_pretrained, not llmcompressor's
-        model.eval()
+        # oneshot leaves its offloading wrappers and save hook: a plain model again, saved by transformers
+        model = plain_model(calibrated_oneshot(handle, ctx, _Calibration(p.dataset, p.n_samples, p.seq_len),
+                                               [recipe], "sparsegpt").model)
         layers = decoder_linears(model)
         found = apply_masks(layers, {name: lin.weight != 0 for name, lin in layers.items()})
         report = PruneReport(found["sparsity"], int(found["pruned_weights"]), len(layers), p.pattern)
