@@ -15,6 +15,7 @@ path with these names before anything runs.
 | ``quanto`` | optimum-quanto weight-only int8/int4 linears | quanto state dict + map |
 | ``compressed-tensors`` | llmcompressor's packed checkpoint, dequantized in memory | the compressed-tensors checkpoint |
 | ``onnx`` | an ONNX Runtime session over an exported graph | ``model.onnx`` + config |
+| ``gguf`` | a GGUF file run by llama.cpp (llama-cpp-python) | ``model.gguf`` + ``llamacpp.json`` |
 
 The structure of a model (which linears are low-rank pairs, and their ranks) is read from the model
 itself when saving and written to ``structure.json``, so a quantized low-rank model reloads with its pairs.
@@ -45,6 +46,7 @@ TORCH_INT8 = "torch-int8-dynamic"
 QUANTO = "quanto"
 COMPRESSED = "compressed-tensors"
 ONNX = "onnx"
+GGUF = "gguf"
 
 #: float torch formats whose weights a training step can update directly
 FLOAT_TORCH = (TORCH, TORCH_SPARSE, TORCH_LOWRANK)
@@ -93,7 +95,7 @@ def get_format(name: str) -> ArtifactFormat:
 
 def format_names() -> list[str]:
     """Every registered format, in the order of the table above, then any others."""
-    order = [TORCH, TORCH_SPARSE, TORCH_LOWRANK, TORCH_INT8, QUANTO, COMPRESSED, ONNX]
+    order = [TORCH, TORCH_SPARSE, TORCH_LOWRANK, TORCH_INT8, QUANTO, COMPRESSED, ONNX, GGUF]
     names = FORMATS.names()
     return [n for n in order if n in names] + [n for n in names if n not in order]
 

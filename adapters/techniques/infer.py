@@ -68,7 +68,7 @@ class Decoding(Technique):
     Params = DecodingParams
     requires = ("transformers",)
     inference_time = True
-    accepts = F.TORCH_BACKEND + (F.ONNX,)
+    accepts = F.TORCH_BACKEND + (F.ONNX, F.GGUF)
 
     @classmethod
     def seed_dependent(cls, params: Any) -> bool:
