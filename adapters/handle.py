@@ -286,7 +286,9 @@ class ModelHandle:
             def end(self) -> None:
                 events.put(None)
 
-        gen = {**self.generation_kwargs, **kwargs}
+        from adapters.inference import runtime_kwargs
+
+        gen = {**self.generation_kwargs, **runtime_kwargs(self), **kwargs}
         seed = gen.pop("seed", None)
         if seed is not None:
             torch.manual_seed(int(seed))
@@ -387,24 +389,30 @@ class ModelHandle:
     def measured_kv_bytes(self, input_ids: Any) -> float | None:
         """KV-cache bytes per token actually held after a prefill with the cache on.
 
+        The prefill runs into the cache the handle's inference hooks make for generation (a quantized or a windowed
+        cache, :meth:`adapters.inference.InferenceHook.generate_kwargs`), else the model's default cache.
+
         Args:
             input_ids: token ids, shape ``(1, length)`` (a tensor or nested lists).
 
         Returns:
-            The bytes of every key and value tensor in the returned ``past_key_values`` divided by
-            ``length``; None when the model returns no cache to measure.
+            The bytes of the storage the returned ``past_key_values`` holds per layer (keys and values, a quantized
+            cache's packed data, scales and zero points, a static cache's whole allocation) divided by ``length``;
+            None when the model returns no cache to measure.
         """
         import torch
 
+        from adapters.inference import runtime_kwargs
+
         ids = self._ids(input_ids)
+        given = runtime_kwargs(self).get("past_key_values")
         with torch.no_grad():
-            cache = self.model(input_ids=ids, use_cache=True).past_key_values
-        tensors = [t for layer in getattr(cache, "layers", []) for t in (layer.keys, layer.values) if t is not None]
-        if not tensors and hasattr(cache, "to_legacy_cache"):
-            tensors = [t for kv in cache.to_legacy_cache() for t in kv]
-        if not tensors:
-            return None
-        return sum(t.numel() * t.element_size() for t in tensors) / ids.shape[1]
+            cache = self.model(input_ids=ids, use_cache=True,
+                               **({"past_key_values": given} if given is not None else {})).past_key_values
+        held = sum(_held_bytes(vars(layer).values()) for layer in getattr(cache, "layers", []))
+        if not held and hasattr(cache, "to_legacy_cache"):
+            held = sum(t.numel() * t.element_size() for kv in cache.to_legacy_cache() for t in kv)
+        return held / ids.shape[1] if held else None
 
     def can_generate(self) -> bool:
         """Whether :meth:`generate_ids` can run (batched generation from token ids).
@@ -450,18 +458,20 @@ class ModelHandle:
             input_ids: prompts of equal length, shape ``(batch, length)``: a ``torch.LongTensor`` (on the
                 model's device) or nested lists of ints.
             max_new_tokens: most tokens generated per sequence.
-            **kwargs: ``transformers`` ``generate`` arguments that override :meth:`decoding_kwargs`
-                (e.g. ``min_new_tokens``, ``logits_processor``).
+            **kwargs: ``transformers`` ``generate`` arguments that override :meth:`decoding_kwargs` and the
+                inference hooks' runtime arguments (e.g. ``min_new_tokens``, ``logits_processor``).
 
         Returns:
             The token ids, prompt included, shape ``(batch, length + generated)``, as ``generate`` returns them.
         """
         import torch
 
+        from adapters.inference import runtime_kwargs
+
         ids = self._ids(input_ids)
         tok = self.tokenizer
         gen = {"pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-               **self.decoding_kwargs(), **kwargs}
+               **self.decoding_kwargs(), **runtime_kwargs(self), **kwargs}
         with torch.no_grad():
             return self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                        max_new_tokens=max_new_tokens, **gen)
@@ -601,6 +611,32 @@ class ModelHandle:
 
             handle.inference_hooks = tuple(restore_hook(data) for data in inference)
         return handle
+
+
+def _held_bytes(values: Any) -> int:
+    """Bytes of the storage held by a cache layer's attributes: plain tensors, the inner tensors of quantized tensor
+    subclasses, and tensors inside tuples, lists and dicts, each storage once and whole (a view holds its base);
+    counters (0-d tensors) left out."""
+    import torch
+
+    from adapters.footprint import _leaf_tensors
+
+    seen: set[int] = set()
+    total = 0
+    stack = list(values)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, tuple | list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, torch.Tensor) and v.dim() > 0:
+            for leaf in _leaf_tensors(v):
+                storage = leaf.untyped_storage()
+                if storage.nbytes() and storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
+    return total
 
 
 def _load_prompt_hook(path: Path, described: dict[str, Any]) -> PromptHook:

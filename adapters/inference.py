@@ -8,6 +8,10 @@ A hook sits on :attr:`ModelHandle.inference_hooks` (set by ``infer.cot``, ``infe
   settings. The task keeps its name and documents, so its per-sample outcomes pair with those of other paths.
 - :meth:`InferenceHook.wrap_generate`: wrap lm-eval's ``generate_until`` on the handle (every generation through
   :meth:`ModelHandle.generate` and lm-eval takes this route).
+- :meth:`InferenceHook.generate_kwargs`: add arguments to every transformers ``generate`` call the handle makes (lm-eval's,
+  :meth:`ModelHandle.generate_ids`, :meth:`ModelHandle.stream`), built afresh for each call: runtime settings that are
+  objects rather than JSON (a compile config, a draft model, a new KV cache), set by ``deploy.compile``,
+  ``deploy.speculative`` and ``kv.*``. :meth:`ModelHandle.measured_kv_bytes` measures the cache such a hook makes.
 
 Hooks apply in ``phase`` order (the prompt format first, then sampling and voting), whatever the order of their
 steps in the path. A hook is plain data: :meth:`ModelHandle.save` writes :meth:`InferenceHook.to_dict` into
@@ -45,6 +49,9 @@ class InferenceHook:
 
     technique: ClassVar[str] = ""
     phase: ClassVar[int] = 0
+    #: True when generation drafts several tokens and verifies them in one model step (speculative decoding): it then
+    #: runs one sequence at a time, and a step can emit several tokens (timing counts the tokens emitted)
+    drafts_tokens: ClassVar[bool] = False
 
     def adapt_task(self, name: str, config: dict[str, Any]) -> TaskChange | None:
         """The task ``name`` with ``config`` as this hook poses it (None: the hook has nothing to do with tasks)."""
@@ -53,6 +60,11 @@ class InferenceHook:
     def wrap_generate(self, handle: ModelHandle, generate: Generate) -> Generate:
         """``generate`` (lm-eval ``generate_until`` requests -> texts) as this hook runs it on ``handle``."""
         return generate
+
+    def generate_kwargs(self, handle: ModelHandle) -> dict[str, Any]:
+        """Arguments this hook adds to each transformers ``generate`` call on ``handle``, made for that call (a cache
+        object must not outlive it); {} by default. A call's own arguments override them."""
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         """The hook as JSON-able data (``technique`` plus its fields)."""
@@ -88,6 +100,20 @@ def wrapped_generate(handle: ModelHandle, generate: Generate) -> Generate:
     for hook in ordered(handle.inference_hooks):
         generate = hook.wrap_generate(handle, generate)
     return generate
+
+
+def runtime_kwargs(handle: ModelHandle) -> dict[str, Any]:
+    """The ``generate`` arguments of the handle's hooks (:meth:`InferenceHook.generate_kwargs`), in phase order."""
+    out: dict[str, Any] = {}
+    for hook in ordered(handle.inference_hooks):
+        out.update(hook.generate_kwargs(handle))
+    return out
+
+
+def drafts_tokens(handle: ModelHandle) -> bool:
+    """Whether the handle decodes speculatively (:attr:`InferenceHook.drafts_tokens`): one sequence at a time, several
+    tokens per model step."""
+    return any(hook.drafts_tokens for hook in handle.inference_hooks)
 
 
 def restore_hook(data: dict[str, Any]) -> InferenceHook:

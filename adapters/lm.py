@@ -88,7 +88,9 @@ class HandleHFLM(HFLM):  # type: ignore[misc]
         return super().generate_until(requests, disable_tqdm=True)  # type: ignore[no-any-return]
 
     def _model_generate(self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any) -> Any:
-        merged = {**self.handle.generation_kwargs, **generation_kwargs}
+        from adapters.inference import runtime_kwargs
+
+        merged = {**self.handle.generation_kwargs, **runtime_kwargs(self.handle), **generation_kwargs}
         seed = merged.pop("seed", None)
         seeded: set[int] = getattr(self, "_seeded", set())
         if seed is not None and int(seed) not in seeded:  # sampling strategies carry a seed: each call is reproducible

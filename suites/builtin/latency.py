@@ -75,9 +75,13 @@ def timed_generate(handle: ModelHandle, prompts: list[list[int]], new_tokens: in
 
     Runs the handle's :meth:`~ModelHandle.generate_ids` with the handle's decoding settings (seeded first by
     :meth:`~ModelHandle.seed_sampling`) and exactly ``new_tokens`` steps. A backend that cannot generate
-    from ids (:meth:`~ModelHandle.can_generate`) is timed through :meth:`ModelHandle.stream` (batch 1 only).
+    from ids (:meth:`~ModelHandle.can_generate`) is timed through :meth:`ModelHandle.stream` (batch 1 only), and so is
+    speculative decoding (:func:`adapters.inference.drafts_tokens`), whose model steps emit several tokens and whose
+    draft calls the logits processors too: there each token is stamped when its verification step emitted it.
     """
-    if not handle.can_generate():
+    from adapters.inference import drafts_tokens
+
+    if not handle.can_generate() or drafts_tokens(handle):
         if len(prompts) != 1:
             raise ValueError(f"latency: backend {handle.backend} streams one prompt at a time, batch {len(prompts)}")
         return [e.time_s for e in handle.stream(prompts[0], max_new_tokens=new_tokens, min_new_tokens=new_tokens)]
@@ -124,7 +128,13 @@ class LatencySuite(Suite):
     exclusive = True
 
     def run(self, handle: ModelHandle, ctx: SuiteContext) -> SuiteResult:
+        from adapters.inference import drafts_tokens
+
         conf = settings_for(ctx)
+        # speculative decoding verifies one sequence at a time; a backend without batched generation (llama.cpp)
+        # streams one
+        one_at_a_time = drafts_tokens(handle) or not handle.can_generate()
+        batch_sizes = [b for b in conf["batch_sizes"] if b == 1 or not one_at_a_time]
         handle.activate()
         ceil = ceilings(handle.threads, dtype=gemm_dtype(handle))
         model = RooflineInputs.of(handle)
@@ -132,7 +142,7 @@ class LatencySuite(Suite):
         raw: list[RawSample] = []
         configs: list[tuple[str, int, int, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
         for plen in conf["prompt_lengths"]:
-            for batch in conf["batch_sizes"]:
+            for batch in batch_sizes:
                 task = f"p{plen}b{batch}"
                 series, load = self._measure(handle, ctx, conf, plen, batch)
                 timed[task] = []
@@ -155,6 +165,11 @@ class LatencySuite(Suite):
             roofline = bounds(ceil, {"ceiling_remeasured": True})
         result = SuiteResult(settings={"latency": conf, "threads": handle.threads, "ceilings_key": ceil["key"],
                                        "decoding": decoding_kwargs(handle)}, raw=raw)
+        if len(batch_sizes) < len(conf["batch_sizes"]):
+            result.settings["batch_sizes_skipped"] = {
+                "sizes": [b for b in conf["batch_sizes"] if b not in batch_sizes],
+                "reason": "speculative decoding verifies one sequence at a time (transformers' assisted generation)"
+                if drafts_tokens(handle) else f"backend {handle.backend} streams one sequence at a time"}
         result.metrics.extend(ceiling_metrics(ceil))
         for task, ms in timed.items():
             result.metrics.extend(ms + roofline[task])
