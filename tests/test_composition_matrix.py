@@ -56,16 +56,23 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "train.continual": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16, "warmup_steps": 0},
     "factorize.svd": {"rank": 4},
     "quant.awq": {"group_size": 32, "n_samples": 2, "seq_len": 32},
+    "quant.gptq": {"bits": 3, "group_size": 32, "n_samples": 2, "seq_len": 32},
+    "quant.smoothquant": {"n_samples": 2, "seq_len": 32},
     # group 4 divides every input width of the pico model (64, 128) and the low-rank factors' (8, 4)
     "quant.rtn": {"bits": 4, "group_size": 4},
     "quant.int8": {},
     "init.pretrained": {},
     "deploy.onnxruntime": {},
+    "deploy.llamacpp": {"quant": "Q8_0"},  # written by llama.cpp's converter itself (no second quantizing pass)
     "infer.decoding": {},  # greedy by default
     "infer.rag": {"corpus": "synthetic", "k": 2},  # the builtin corpus: no data directory needed
     "infer.cot": {},
     "infer.self_consistency": {"k": 2},
     "infer.best_of_n": {"n": 2},  # scored by the path's own model (no `scorer:` in the matrix's context)
+    "deploy.compile": {"backend": "eager", "warmup_tokens": 2},  # dynamo tracing only: inductor takes minutes
+    "deploy.speculative": {"probe_prompts": 1, "probe_tokens": 8},  # prompt lookup (no `draft:` in the matrix's context)
+    "kv.quantized": {"nbits": 4},
+    "kv.window": {"window": 4, "sink_tokens": 1},  # the 4-token generation evicts
 }
 
 #: how the pico artifact of each format is made from tiny-llama (None: the model itself)
@@ -77,6 +84,7 @@ PRODUCERS: dict[str, tuple[str, dict[str, Any]] | None] = {
     "quanto": ("quant.rtn", {"bits": 4, "group_size": 16}),
     "compressed-tensors": ("quant.awq", {"group_size": 32, "n_samples": 2, "seq_len": 32}),
     "onnx": ("deploy.onnxruntime", {}),
+    "gguf": ("deploy.llamacpp", {"quant": "Q8_0"}),
 }
 
 #: log-likelihood tolerance between the in-memory model and its reload in a fresh process, by output format
