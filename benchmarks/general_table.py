@@ -35,10 +35,10 @@ from results.store import connect  # noqa: E402
 SECTIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "general-alignment": ("Preference alignment: TruthfulQA on the 163 held-out questions",
                           ["truthfulqa_mc1_heldout", "truthfulqa_mc2_heldout"], ["acc"]),
-    "general-reasoning": ("Reasoning at inference time: GSM8K (first 40 test problems)", ["gsm8k"],
+    "general-reasoning": ("Reasoning at inference time: GSM8K (first 16 test problems)", ["gsm8k"],
                           ["exact_match_strict-match", "exact_match_flexible-extract", "exact_match_strict-match-maj@5",
                            "exact_match_flexible-extract-maj@5"]),
-    "general-rag": ("Retrieval augmentation: SQuAD v1.1 dev (first 100 questions), chat template", ["squad_openbook"],
+    "general-rag": ("Retrieval augmentation and best-of-4: SQuAD v1.1 dev (first 100 questions), chat template", ["squad_openbook"],
                     ["exact_match", "f1", "recall_at_1", "recall_at_3"]),
 }
 BASE = "base"
