@@ -113,3 +113,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what tests recorded as ``record_property("summary", ...)`` (the composition matrix's counts) at the end of
+    the run: the controller receives the properties from xdist workers, whose own output is not shown."""
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, value in getattr(report, "user_properties", []):
+                if name == "summary":
+                    terminalreporter.write_line(str(value))

@@ -389,7 +389,7 @@ def test_cell(technique, fmt, matrix):
         assert f"does not accept a {fmt} model" in msg and "accepts" in msg, msg
 
 
-def test_matrix_summary(matrix, capsys):
+def test_matrix_summary(matrix, record_property):
     """Counts of the matrix; every cell is accepted and round-tripped, or refused at plan time."""
     timing = matrix["__timing__"]
     cells = [r for k, r in matrix.items() if not k.startswith("__")]
@@ -408,15 +408,15 @@ def test_matrix_summary(matrix, capsys):
     for r in ok:
         d = max(abs(a - b) for a, b in zip(r["memory"]["ll"], r["reloaded"]["ll"], strict=True))
         drift[r["expected_format"]] = max(drift.get(r["expected_format"], 0.0), d)
-    with capsys.disabled():
-        print(f"\ncomposition matrix: {len(TECHNIQUE_NAMES)} techniques x {len(FORMAT_NAMES)} formats = {len(cells)} cells; "
-              f"{len(accepted)} accepted ({len(ok)} ran and round-tripped, {len(bad)} failed, {len(known)} of them "
-              f"known bugs), {len(refused)} refused at plan time ({len(refused_ok)} with the expected message)"
-              + (f"; columns skipped (no producer): {', '.join(skipped_cols)}" if skipped_cols else "")
-              + (f"; cells skipped (dependency missing): {', '.join(unavailable)}" if unavailable else "")
-              + f"; apply {timing['apply_s']} s (reloading alongside), then {timing['reload_wait_s']} s reloading; slowest: "
-              + ", ".join(f"{r['technique']}@{r['format']} {r.get('apply_s')} s" for r in slowest)
-              + "; max reload drift: " + ", ".join(f"{f} {d:.1e}" for f, d in sorted(drift.items())))
+    summary = (f"composition matrix: {len(TECHNIQUE_NAMES)} techniques x {len(FORMAT_NAMES)} formats = {len(cells)} cells; "
+               f"{len(accepted)} accepted ({len(ok)} ran and round-tripped, {len(bad)} failed, {len(known)} of them "
+               f"known bugs), {len(refused)} refused at plan time ({len(refused_ok)} with the expected message)"
+               + (f"; columns skipped (no producer): {', '.join(skipped_cols)}" if skipped_cols else "")
+               + (f"; cells skipped (dependency missing): {', '.join(unavailable)}" if unavailable else "")
+               + f"; apply {timing['apply_s']} s (reloading alongside), then {timing['reload_wait_s']} s reloading; slowest: "
+               + ", ".join(f"{r['technique']}@{r['format']} {r.get('apply_s')} s" for r in slowest)
+               + "; max reload drift: " + ", ".join(f"{f} {d:.1e}" for f, d in sorted(drift.items())))
+    record_property("summary", summary)  # printed at the end of the run (conftest), with or without xdist
     unexpected = [f"{r['technique']}@{r['format']}" for r in bad if (r["technique"], r["format"]) not in KNOWN_BUGS]
     assert not unexpected, f"cells that failed at run time or on reload: {unexpected}"
     assert len(refused_ok) == len(refused)
