@@ -29,11 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from results.compare import compare  # noqa: E402
 from results.queries import rows  # noqa: E402
+from results.stats import BOOTSTRAP_RESAMPLES  # noqa: E402
 from results.store import connect  # noqa: E402
 
 #: spec name -> (title, tasks, metrics shown in this order)
 SECTIONS: dict[str, tuple[str, list[str], list[str]]] = {
-    "general-alignment": ("Preference alignment: TruthfulQA on the 163 held-out questions",
+    "general-alignment": ("Preference alignment: TruthfulQA on questions held out from the preference pairs",
                           ["truthfulqa_mc1_heldout", "truthfulqa_mc2_heldout"], ["acc"]),
     "general-reasoning": ("Reasoning at inference time: GSM8K (first 16 test problems)", ["gsm8k"],
                           ["exact_match_strict-match", "exact_match_flexible-extract", "exact_match_strict-match-maj@5",
@@ -48,8 +49,12 @@ def _num(v: Any, digits: int = 3) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def _p(p: float | None) -> str:
-    return "—" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.3g}"
+def _p(p: float | None, test: str) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "p —"
+    if p == 0 and "bootstrap" in test:  # no resample crossed zero: the bootstrap's resolution is the bound
+        return f"p<{2 / BOOTSTRAP_RESAMPLES:.0e}"
+    return f"p={p:.3g}"
 
 
 def _paths(con: Any, spec: str) -> list[dict[str, Any]]:
@@ -120,7 +125,7 @@ def section(db: str | Path, spec: str) -> list[str]:
             tests[p["name"]] = {(r["task"], r["metric"]): r for r in found if r["suite"] == "quality"}
     by = {(m["path_name"], m["task"], m["metric"]): m for m in metrics}
     head = [f"{t.removeprefix('truthfulqa_').removesuffix('_heldout')} {m}" for t, m in keys]
-    out = [f"## {title}", "", "value ± stderr (n); Δ vs base with the paired test's p", "",
+    out = [f"## {title}", "", "value ± stderr (n); Δ vs base [95% CI] with the paired test on the same items", "",
            "| path | " + " | ".join(head) + " | the steps' own reports |", "|---" * (len(keys) + 2) + "|"]
     for p in paths:
         cells = []
@@ -132,7 +137,9 @@ def section(db: str | Path, spec: str) -> list[str]:
             cell = f"{_num(m['value'])} ± {_num(m['stderr'])} (n={m['n']})"
             t = tests.get(p["name"], {}).get((task, metric))
             if t is not None and t.get("diff") is not None:
-                cell += f"; Δ {t['diff']:+.3f}, {t['test']} p={_p(t['p_value'])}"
+                ci = (f" [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}]" if t.get("ci_low") is not None
+                      and t.get("ci_high") is not None else "")
+                cell += f"; Δ {t['diff']:+.3f}{ci}, {t['test']} {_p(t['p_value'], t['test'])}"
             cells.append(cell)
         steps = " · ".join(step_summary(t, r) for t, r in reports[p["name"]]) or "—"
         out.append(f"| {p['name']} | " + " | ".join(cells) + f" | {steps} |")
