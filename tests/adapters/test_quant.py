@@ -82,23 +82,15 @@ def test_smollm2_int8_and_rtn(smollm2, benchmarks_dir, tmp_path, wikitext):
 
 
 @pytest.mark.slow
-def test_smollm2_awq_and_gptq_beat_rtn_at_int4(smollm2, benchmarks_dir, tmp_path, wikitext):
+def test_smollm2_awq_beats_rtn_at_int4(smollm2, benchmarks_dir, tmp_path, wikitext):
+    """(GPTQ's place between the two, 46.5 against RTN's 52.2 and fp32's 39.5, is a benchmark:
+    benchmarks/quant_gptq_sq.yaml; it took minutes here, so CI checks GPTQ's mechanism on the pico model only.)"""
     lines = wikitext.lines()
     awq = apply("quant.awq", {"n_samples": 8, "seq_len": 128}, smollm2, tmp_path / "awq")
-    cls = TECHNIQUES.get("quant.gptq")
-    params = build_params(cls, {"bits": 4, "group_size": 64, "n_samples": 8, "seq_len": 128, "dataset": "held-out"})
-    ctx = TechniqueContext(seed=0, workdir=tmp_path / "g", datasets={"held-out": wikitext.lines(80)[8:]})
-    gptq = cls(params).run(smollm2, ctx).handle  # calibrated on WikiText documents other than the scored ones
     rtn = apply("quant.rtn", {"bits": 4, "group_size": 64}, smollm2, tmp_path / "rtn")
-    ppl = {"base": wikitext.ppl(smollm2, lines), "awq4": wikitext.ppl(awq, lines), "gptq4": wikitext.ppl(gptq, lines),
-           "rtn4": wikitext.ppl(rtn, lines)}
+    ppl = {"base": wikitext.ppl(smollm2, lines), "awq4": wikitext.ppl(awq, lines), "rtn4": wikitext.ppl(rtn, lines)}
     print("wikitext-2 perplexity:", {k: round(v, 2) for k, v in ppl.items()},
-          "packed on disk MiB: awq", round(awq.lineage[-1].report["packed_bytes"] / 2**20, 1),
-          "gptq", round(gptq.lineage[-1].report["packed_bytes"] / 2**20, 1))
-    for handle in (awq, gptq):
-        for name, lin in decoder_linears(handle.model).items():
-            assert max_levels_per_group(lin.weight, 64) <= 16, name
+          "awq packed on disk MiB:", round(awq.lineage[-1].report["packed_bytes"] / 2**20, 1))
+    for name, lin in decoder_linears(awq.model).items():
+        assert max_levels_per_group(lin.weight, 64) <= 16, name
     assert ppl["base"] < ppl["awq4"] < ppl["rtn4"]  # activation-aware scales beat plain round-to-nearest
-    # GPTQ's error feedback recovers part of what round-to-nearest loses on the same grid (measured: 47.9 vs 52.2,
-    # fp32 39.5, with 8 x 128 calibration tokens)
-    assert ppl["base"] < ppl["gptq4"] < 0.95 * ppl["rtn4"], ppl
