@@ -223,13 +223,14 @@ def _burn(seconds: float) -> None:
 
 def test_own_work_is_not_foreign_load():
     """This process burning a core for 0.6 s adds ~0 foreign load. The machine is shared, so the foreign load
-    is compared with an idle window just before; a neighbour's burst may spoil one try, not three."""
-    for _ in range(3):
+    is compared with an idle window just before; a neighbour's burst may spoil one try, not five. On a saturated
+    machine (the other test worker, other jobs) the burn gets less than a core: a third of one still shows."""
+    for _ in range(5):
         with LoadMeter() as ambient:
             time.sleep(0.4)
         with LoadMeter() as busy:
             _burn(0.6)
-        if busy.own_load > 0.5 and busy.foreign_load < ambient.foreign_load + 0.25:
+        if busy.own_load > 0.3 and busy.foreign_load < ambient.foreign_load + 0.25:
             return
     pytest.fail(f"own work counted as foreign: own {busy.own_load:.2f}, foreign {busy.foreign_load:.2f}, "
                 f"ambient {ambient.foreign_load:.2f}")
