@@ -330,6 +330,19 @@ class PathStep(NamedTuple):
     roles: tuple[str, ...] = ()
 
 
+def role_before_weight_change(name: str, role: str, steps: Sequence[PathStep], index: int) -> str | None:
+    """For an inference-time step that takes a second model as ``role`` (best-of-n's ``scorer:``, speculative
+    decoding's ``draft:``): that model is held by the hook, not saved with the weights, so a weight-changing step after
+    it would leave it behind. The refusal (for :meth:`Technique.check_path`), or None."""
+    if role not in steps[index].roles:
+        return None
+    for j in range(index + 1, len(steps)):
+        if not get_technique(steps[j].technique).inference_time:
+            return (f"its `{role}:` model is not saved with the weights that step {j + 1} {steps[j].technique} "
+                    f"writes: put {name} after that step")
+    return None
+
+
 class Selected(NamedTuple):
     """What a data-selection technique gave: the kept texts (in their original order) and its report."""
 

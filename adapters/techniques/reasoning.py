@@ -38,7 +38,14 @@ from adapters import formats as F
 from adapters.errors import ModelLoadError
 from adapters.handle import ModelHandle
 from adapters.inference import Generate, InferenceHook, TaskChange
-from adapters.technique import Applied, PathStep, Technique, TechniqueContext, get_technique, technique
+from adapters.technique import (
+    Applied,
+    PathStep,
+    Technique,
+    TechniqueContext,
+    role_before_weight_change,
+    technique,
+)
 
 DEFAULT_TRIGGER = "Let's think step by step."
 #: lm-eval's strict-match answer regex of its GSM8K chain-of-thought configs
@@ -516,14 +523,8 @@ class BestOfN(Technique):
 
     @classmethod
     def check_path(cls, params: Any, steps: Sequence[PathStep], index: int) -> str | None:
-        problem = _once(cls.name, steps, index) or _sampling_conflict("its n candidates", steps)
-        if problem or "scorer" not in steps[index].roles:
-            return problem
-        for j in range(index + 1, len(steps)):
-            if not get_technique(steps[j].technique).inference_time:
-                return (f"its `scorer:` model is not saved with the weights that step {j + 1} {steps[j].technique} "
-                        f"writes: put {cls.name} after that step")
-        return None
+        return (_once(cls.name, steps, index) or _sampling_conflict("its n candidates", steps)
+                or role_before_weight_change(cls.name, "scorer", steps, index))
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         from adapters.errors import UsageError

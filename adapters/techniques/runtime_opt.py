@@ -39,7 +39,15 @@ from adapters import formats as F
 from adapters.errors import ModelLoadError, UsageError
 from adapters.handle import ModelHandle
 from adapters.inference import InferenceHook
-from adapters.technique import Applied, PathStep, Technique, TechniqueContext, get_technique, technique
+from adapters.technique import (
+    Applied,
+    PathStep,
+    Technique,
+    TechniqueContext,
+    get_technique,
+    role_before_weight_change,
+    technique,
+)
 
 #: the runtime settings that own the KV cache or the decoding loop: a path takes at most one
 CACHE_OWNERS = ("deploy.compile", "deploy.speculative", "kv.quantized", "kv.window")
@@ -396,14 +404,8 @@ class SpeculativeDecoding(Technique):
 
     @classmethod
     def check_path(cls, params: Any, steps: Sequence[PathStep], index: int) -> str | None:
-        problem = runtime_conflict(cls, params, steps, index)
-        if problem or "draft" not in steps[index].roles:
-            return problem
-        for j in range(index + 1, len(steps)):
-            if not get_technique(steps[j].technique).inference_time:
-                return (f"its `draft:` model is not saved with the weights that step {j + 1} {steps[j].technique} "
-                        f"writes: put {cls.name} after that step")
-        return None
+        return (runtime_conflict(cls, params, steps, index)
+                or role_before_weight_change(cls.name, "draft", steps, index))
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         p = self.params
