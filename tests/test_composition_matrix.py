@@ -60,6 +60,8 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "quant.smoothquant": {"n_samples": 2, "seq_len": 32},
     # group 4 divides every input width of the pico model (64, 128) and the low-rank factors' (8, 4)
     "quant.rtn": {"bits": 4, "group_size": 4},
+    "quant.qat": {"bits": 4, "group_size": 4, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16,
+                  "eval_blocks": 1},
     "quant.int8": {},
     "init.pretrained": {},
     "deploy.onnxruntime": {},

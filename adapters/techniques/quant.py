@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from adapters import formats as F
-from adapters.errors import MissingDependencyError, ModelLoadError
+from adapters.errors import MissingDependencyError, ModelLoadError, UsageError
 from adapters.footprint import unique_state_dict
 from adapters.handle import ModelHandle
 from adapters.technique import Applied, Technique, TechniqueContext, technique
@@ -249,16 +249,22 @@ class RoundToNearest(Technique):
         quanto = _quanto()
         handle.activate()
         model = copied_model(handle)
-        names = list(decoder_linears(model, self.params.targets))
-        for name in names if self.params.bits == 4 else ():
-            lin = model.get_submodule(name)
-            if lin.in_features % self.params.group_size:
-                raise ValueError(f"quant.rtn: group_size {self.params.group_size} does not divide the "
-                                 f"{lin.in_features} input columns of {name}")
+        names = quanto_targets(model, self.params, self.name)
         _quanto_quantize(quanto, model, names, self.params.bits, self.params.group_size)
         group = self.params.group_size if self.params.bits == 4 else None
         granularity = "per-group" if group else "per-channel"
         return Applied(handle.derive(model=model), QuantReport(len(names), self.params.bits, group, granularity))
+
+
+def quanto_targets(model: Any, params: RTNParams, technique_name: str) -> list[str]:
+    """The decoder linears ``params.targets`` names, checked: an int4 group size must divide their input widths."""
+    names = list(decoder_linears(model, params.targets))
+    for name in names if params.bits == 4 else ():
+        lin = model.get_submodule(name)
+        if lin.in_features % params.group_size:
+            raise UsageError(f"{technique_name}: group_size {params.group_size} does not divide the "
+                             f"{lin.in_features} input columns of {name}")
+    return names
 
 
 def quanto_layers(model: Any) -> dict[str, Any]:
@@ -342,13 +348,16 @@ def _quanto() -> Any:
     return quanto
 
 
-def _quanto_quantize(quanto: Any, model: Any, names: list[str], bits: int, group_size: int) -> None:
-    """Replace each named linear by a frozen quanto ``QLinear`` (int8: per output channel; int4: groups)."""
+def _quanto_quantize(quanto: Any, model: Any, names: list[str], bits: int, group_size: int, freeze: bool = True) -> None:
+    """Replace each named linear by a quanto ``QLinear`` (int8: per output channel; int4: groups): frozen (integer
+    weights), or not (float weights quantized on the fly in every forward, with a straight-through gradient:
+    quanto's quantization-aware training, which ``freeze()`` ends with exactly the weights it trained against)."""
     weights = quanto.qint8 if bits == 8 else quanto.qint4
     for name in names:
         qlin = quanto.QLinear.from_module(model.get_submodule(name), weights=weights)
         if bits == 4:
             qlin.weight_group_size = group_size  # quanto would pick 128 -> 96 for 576 columns by itself
-        qlin.freeze()
+        if freeze:
+            qlin.freeze()
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, qlin)

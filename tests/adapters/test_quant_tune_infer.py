@@ -47,7 +47,7 @@ def test_rtn_stores_low_bit_weights_and_round_trips(tiny_handle, tmp_path, bits,
 
 
 def test_rtn_group_size_must_divide_columns(tiny_handle, tmp_path):
-    with pytest.raises(ValueError, match="group_size 48 does not divide"):
+    with pytest.raises(UsageError, match="group_size 48 does not divide"):
         apply("quant.rtn", {"bits": 4, "group_size": 48}, tiny_handle, tmp_path)
 
 
