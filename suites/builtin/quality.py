@@ -61,6 +61,7 @@ class Options(NamedTuple):
     data_dir: Path | None
     max_length: int | None
     prefix_cache: bool
+    limits: dict[str, int] = {}  # noqa: RUF012 - a NamedTuple default, never mutated
 
 
 def _int_option(opts: dict[str, Any], name: str, minimum: int) -> int | None:
@@ -87,14 +88,23 @@ def read_options(ctx: SuiteContext) -> Options:
     include = opts.get("include_path")
     if include is not None and not Path(str(include)).expanduser().is_dir():
         raise UsageError(f"quality.include_path: {include!r} is not a directory (a folder of lm-eval task YAMLs)")
-    limit = _int_option(opts, "limit", 1)
+    limits = opts.get("limit")
+    if isinstance(limits, dict):  # per task: {wikitext: 3, arc_easy: 100}; the others follow the profile
+        bad = {k: v for k, v in limits.items()
+               if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) or v < 1}
+        if bad or not limits:
+            raise UsageError(f"quality.limit: {bad or limits!r} is not allowed (an integer >= 1, or a mapping of task "
+                             "names to integers >= 1)")
+        limit = None
+    else:
+        limit, limits = _int_option(opts, "limit", 1), {}
     prefix = opts.get("prefix_cache", DEFAULT_PREFIX_CACHE)
     if not isinstance(prefix, bool):
         raise UsageError(f"quality.prefix_cache: {prefix!r} is not allowed (true or false)")
     return Options(list(dict.fromkeys(tasks)), Path(str(include)).expanduser() if include else None,
                    _int_option(opts, "num_fewshot", 0), chat, _int_option(opts, "batch_size", 1) or DEFAULT_BATCH,
                    limit or PROFILE_N[ctx.profile], resolve_data_dir(opts.get("data_dir"), ctx.data_dir),
-                   _int_option(opts, "max_length", 16), prefix)
+                   _int_option(opts, "max_length", 16), prefix, dict(limits))
 
 
 def load_tasks(names: list[str], include_path: Path | None, data_dir: Path | None) -> tuple[Any, list[Any]]:
@@ -184,13 +194,20 @@ def rolling_batch_limit(batch: int, window: int, vocab: int, available_bytes: in
     return max(1, min(batch, int(ROLLING_MEMORY_SHARE * available_bytes) // per_window))
 
 
-def pick_samples(tasks: dict[str, Any], n: int | None, seed: int) -> dict[str, list[int]]:
-    """Fixed-seed document ids (sorted) for each task with more than ``n`` documents; others run whole."""
+def pick_samples(tasks: dict[str, Any], n: int | None, seed: int,
+                 limits: dict[str, int] | None = None) -> dict[str, list[int]]:
+    """Fixed-seed document ids (sorted) for each task with more than its limit of documents (``limits[task]``, else
+    ``n``); others run whole."""
+    unknown = sorted(set(limits or {}) - set(tasks))
+    if unknown:
+        raise UsageError(f"quality.limit: {unknown} not among the tasks run (their leaf task names: "
+                         f"{', '.join(sorted(tasks))})")
     picked = {}
     for name, task in tasks.items():
         size = len(task.eval_docs)
-        if n is not None and size > n:
-            picked[name] = sorted(random.Random(f"{name}:{seed}").sample(range(size), n))
+        keep = (limits or {}).get(name, n)
+        if keep is not None and size > keep:
+            picked[name] = sorted(random.Random(f"{name}:{seed}").sample(range(size), keep))
     return picked
 
 
@@ -226,7 +243,7 @@ class QualitySuite(Suite):
         tm, objects = load_tasks(opts.tasks, opts.include_path, opts.data_dir)
         objects, adapted = adapt_tasks(tm, objects, handle.inference_hooks)
         tasks = leaf_tasks(objects)
-        picked = pick_samples(tasks, opts.n, ctx.seed)
+        picked = pick_samples(tasks, opts.n, ctx.seed, opts.limits)
         saved = (handle.batch_size, handle._lm)
         handle.batch_size, handle._lm = opts.batch_size, None  # the lm-eval LM is built for one batch size
         handle.activate()
@@ -287,7 +304,7 @@ class QualitySuite(Suite):
 
         return {"tasks": opts.tasks, "num_fewshot": opts.num_fewshot, "apply_chat_template": opts.apply_chat_template,
                 "batch_size": opts.batch_size, "threads": handle.threads, "profile": ctx.profile,
-                "subsample": {"n": opts.n, "seed": ctx.seed, "method": "random.Random(f'{task}:{seed}').sample",
+                "subsample": {"n": opts.n, "per_task": opts.limits or None, "seed": ctx.seed, "method": "random.Random(f'{task}:{seed}').sample",
                               "tasks": sorted(picked)},
                 "include_path": str(opts.include_path) if opts.include_path else None,
                 "data_dir": str(opts.data_dir) if opts.data_dir else None,

@@ -112,6 +112,21 @@ def test_subsample_is_recorded_and_ids_are_original_doc_ids(tiny_handle, tmp_pat
     assert all(len(s.loglikelihoods) >= 3 and s.target is not None for s in records)
 
 
+def test_limit_per_task(tiny_handle, tmp_path, benchmarks_dir):
+    """``limit: {task: n}`` sizes each named task (the others follow the profile): a perplexity task on a few long
+    documents next to multiple-choice tasks on a hundred items, in one suite."""
+    res = _run(tiny_handle, tmp_path, data_dir=benchmarks_dir, tasks=["arc_easy", "lambada_openai"],
+               limit={"arc_easy": 5, "lambada_openai": 3})
+    n = {m.task: m.details["subsample"]["n"] for m in res.metrics if m.details.get("subsample")}
+    assert n == {"arc_easy": 5, "lambada_openai": 3}
+    assert res.settings["subsample"]["per_task"] == {"arc_easy": 5, "lambada_openai": 3}
+    with pytest.raises(UsageError, match=r"quality.limit: \['piqa'\] not among the tasks run"):
+        _run(tiny_handle, tmp_path / "x", data_dir=benchmarks_dir, tasks=["arc_easy"], limit={"piqa": 5})
+    for bad in ({"arc_easy": 0}, {"arc_easy": "5"}, {}):
+        with pytest.raises(UsageError, match="quality.limit: .* is not allowed"):
+            _run(tiny_handle, tmp_path / "y", data_dir=benchmarks_dir, tasks=["arc_easy"], limit=bad)
+
+
 def test_data_dir_from_environment_and_user_include_path(tiny_handle, tmp_path, benchmarks_dir, monkeypatch):
     monkeypatch.setenv("SLM_DATA_DIR", str(benchmarks_dir))
     user = tmp_path / "yaml"
