@@ -9,12 +9,18 @@ the same prompt tokens for exactly N tokens, timed two ways: llama.cpp's own dec
 of the ``generate`` loop from its first to its last token ((N - 1) / seconds, as the suite counts). The order
 alternates between rounds so that a drift in machine load cancels; medians over rounds and their ratios are printed.
 
-    python benchmarks/llamacpp_timing.py [--quant Q4_K_M] [--gguf FILE] [--rounds 7] [--new-tokens 32]
+With ``--against-torch`` each round also runs the latency suite on the fp32 PyTorch model the GGUF was converted from
+(eager, the same threads, prompt and token count), in alternating order: the speed-up of the llama.cpp path over
+eager PyTorch, interleaved in one process (issue 19's bar: >= 3x), as the ratio of medians with a 95% bootstrap
+interval over the rounds' paired ratios.
+
+    python benchmarks/llamacpp_timing.py [--quant Q4_K_M] [--gguf FILE] [--rounds 7] [--new-tokens 32] [--against-torch]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -63,6 +69,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--against-torch", action="store_true", help="also time the fp32 torch model, interleaved")
     args = ap.parse_args()
     import llama_cpp
 
@@ -79,20 +86,27 @@ def main() -> None:
             handle, report = cls(build_params(cls, {"quant": args.quant})).run(
                 base, TechniqueContext(workdir=Path(tmp) / "gguf", hardware={"threads": args.threads}))
             what = f"SmolLM2-135M-Instruct {args.quant} ({time.perf_counter() - started:.0f} s to convert: {report})"
-        del base
+        if not args.against_torch:
+            del base
         gguf_file = handle.gguf_file
         llm = llama_cpp.Llama(str(gguf_file), n_ctx=handle.model.n_ctx, n_batch=512, n_ubatch=512,
                               n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
         ids = prompt_ids(handle, args.prompt_tokens, 1, 0)[0]  # the suite's own prompt (seed 0)
-        suite_tps, perf_tps, wall_tps = [], [], []
+        suite_tps, perf_tps, wall_tps, torch_tps = [], [], [], []
         suite_decode(handle, args, Path(tmp))  # warm-up both
         own_decode(llm, ids, 4)
+        if args.against_torch:
+            suite_decode(base, args, Path(tmp))
         for i in range(args.rounds):
             if i % 2:
                 suite_tps.append(suite_decode(handle, args, Path(tmp)))
+            if args.against_torch and i % 2:
+                torch_tps.append(suite_decode(base, args, Path(tmp)))
             perf, wall = own_decode(llm, ids, args.new_tokens)
             perf_tps.append(perf)
             wall_tps.append(wall)
+            if args.against_torch and not i % 2:
+                torch_tps.append(suite_decode(base, args, Path(tmp)))
             if not i % 2:
                 suite_tps.append(suite_decode(handle, args, Path(tmp)))
         size_mb = gguf_file.stat().st_size / 1e6
@@ -109,6 +123,15 @@ def main() -> None:
         paired = statistics.median(a / b for a, b in zip(suite_tps, perf_tps if ref is p else wall_tps, strict=True))
         print(f"suite / {name}: ratio of medians {ratio:.3f} -> {'within' if abs(ratio - 1) <= 0.10 else 'OUTSIDE'} "
               f"10%; median of per-round ratios {paired:.3f}")
+    if torch_tps:
+        per_round = [a / b for a, b in zip(suite_tps, torch_tps, strict=True)]
+        rng = random.Random(0)
+        boots = sorted(statistics.median(rng.choices(per_round, k=len(per_round))) for _ in range(2000))
+        print(f"eager PyTorch fp32 (latency suite): median {statistics.median(torch_tps):.2f} tokens/s (rounds: "
+              f"{', '.join(f'{x:.1f}' for x in torch_tps)})")
+        print(f"llama.cpp {args.quant} / PyTorch fp32 decode: ratio of medians {s / statistics.median(torch_tps):.2f}; "
+              f"median of per-round ratios {statistics.median(per_round):.2f} [95% bootstrap {boots[50]:.2f}, "
+              f"{boots[1949]:.2f}] over {len(per_round)} rounds")
 
 
 if __name__ == "__main__":
