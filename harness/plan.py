@@ -192,6 +192,7 @@ class _Planner:
         self.dropped: dict[str, str] = {}
         self.visiting: list[str] = []
         self.dataset_nodes: dict[str, str] = {}
+        self.building: list[str] = []  # the datasets being planned, outermost first (to refuse a cycle)
 
     def fail(self, fld: str, message: str) -> None:
         raise SpecError(message, file=self.spec.file, field=fld)
@@ -411,6 +412,16 @@ class _Planner:
     def _dataset_node(self, ds: DatasetSpec, base: str) -> str:
         if ds.name in self.dataset_nodes:
             return self.dataset_nodes[ds.name]
+        if ds.name in self.building:
+            cycle = " -> ".join([*self.building[self.building.index(ds.name):], ds.name])
+            self.fail(f"datasets.{ds.name}", f"the dataset is made from itself ({cycle})")
+        self.building.append(ds.name)
+        try:
+            return self._dataset_steps(ds, base)
+        finally:
+            self.building.pop()
+
+    def _dataset_steps(self, ds: DatasetSpec, base: str) -> str:
         if ds.source is not None:
             if ds.source not in self.spec.datasets or ds.source == ds.name:
                 self.fail(f"datasets.{ds.name}.from", f"{ds.source!r} names no other dataset "
@@ -425,16 +436,22 @@ class _Planner:
             params = dict(step.params)
             reference = self._reference(step, "reference", params.pop("reference", None), base)
             built = build_params(cls, params, where=f"{self.spec.file}: {step.where}")
-            current = self._data_node(cls, built, current, reference, step.label())
+            named: dict[str, Any] = {}  # the datasets its `dataset_params` name (e.g. data.dsir's `target`)
+            data = self._named_data(step, cls, built, named, base)
+            current = self._data_node(cls, built, current, reference, step.label(), named, data)
         self.dataset_nodes[ds.name] = current
         return current
 
-    def _data_node(self, cls: type[Technique], built: Any, texts: str, reference: str, label: str) -> str:
-        """A data technique applied to dataset node ``texts`` with model node ``reference``; the seed is part of its
-        identity only where the technique depends on it."""
+    def _data_node(self, cls: type[Technique], built: Any, texts: str, reference: str, label: str,
+                   named: dict[str, Any] | None = None, data: list[str] | None = None) -> str:
+        """A data technique applied to dataset node ``texts`` with model node ``reference`` (and the dataset nodes
+        ``named`` by its ``dataset_params``; ``data``: digests of the local files it reads itself); the seed is part
+        of its identity only where the technique depends on it."""
         full = params_dict(built)
-        inputs = {"texts": texts, "reference": reference}
+        inputs = {"texts": texts, "reference": reference, **(named or {})}
         ident: dict[str, Any] = {"technique": cls.name, "version": cls.version, "params": full, "inputs": inputs}
+        if data:
+            ident["data"] = data
         if cls.seed_dependent(built):
             ident["seed"] = self.spec.seed
         return self._add(Node(content_hash(ident), "dataset", cls.name, cls.version, full, inputs, None, label, None,
@@ -543,6 +560,9 @@ class _Planner:
                     visit(self.path_by_name[ref])
                 else:
                     add(ref if isinstance(ref, str) and ref in self.spec.bases else path.base, bases)
+                for value in s.params.values():  # a dataset a parameter names (data.dsir's `target:`)
+                    if isinstance(value, str) and value in self.spec.datasets and value != name:
+                        visit_dataset(value)
             add(name, datasets)
 
         def visit(p: PathSpec) -> None:
