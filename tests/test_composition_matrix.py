@@ -63,6 +63,10 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "quant.qat": {"bits": 4, "group_size": 4, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16,
                   "eval_blocks": 1},
     "quant.int8": {},
+    "peft.dora": {"r": 2, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
+    "peft.ia3": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
+    "peft.bitfit": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
+    "peft.qlora": {"r": 2, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "init.pretrained": {},
     "deploy.onnxruntime": {},
     "deploy.llamacpp": {"quant": "Q8_0"},  # written by llama.cpp's converter itself (no second quantizing pass)

@@ -8,14 +8,16 @@ pair (the result stays low-rank); a quantized input is dequantized first (record
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from adapters import formats as F
 from adapters.handle import ModelHandle
 from adapters.technique import Applied, Technique, TechniqueContext, technique
 from adapters.techniques._training import (
     TrainReport,
+    TrainResult,
     batches,
     causal_lm_loss,
     copied_model,
@@ -24,6 +26,7 @@ from adapters.techniques._training import (
     step_budget,
     token_blocks,
     train,
+    trainable_counts,
 )
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -73,9 +76,17 @@ class LoraParams:
             raise ValueError("target_modules must name at least one module")
 
 
-def lora_targets(model: Any, targets: tuple[str, ...] | list[str]) -> list[str]:
+def lora_targets(model: Any, targets: tuple[str, ...] | list[str],
+                 factors: dict[str, tuple[int, ...]] | None = None) -> list[str]:
     """peft ``target_modules`` for ``targets``: a name that is a low-rank pair in this model targets both of
-    its factors (``up_proj.0``, ``up_proj.1``), since peft cannot wrap the pair itself."""
+    its factors (``up_proj.0``, ``up_proj.1``), since peft cannot wrap the pair itself.
+
+    Args:
+        model: the model the adapters go on.
+        targets: module names (the last part of a qualified name).
+        factors: for a name that is a pair, which factors it targets (0: the input side, 1: the output side);
+            default both.
+    """
     from adapters.lowrank import LowRankLinear
 
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
@@ -85,18 +96,20 @@ def lora_targets(model: Any, targets: tuple[str, ...] | list[str]) -> list[str]:
     pairs = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
     out: list[str] = []
     for t in targets:
-        out.extend([f"{t}.0", f"{t}.1"] if t in pairs else [t])
+        out.extend([f"{t}.{i}" for i in (factors or {}).get(t, (0, 1))] if t in pairs else [t])
         if t in pairs and any(n.endswith("." + t) and not isinstance(m, LowRankLinear) for n, m in model.named_modules()):
             out.append(t)  # some layers of this name stayed dense
     return out
 
 
-def lora_model(model: Any, p: Any) -> Any:
-    """Wrap ``model`` with peft LoRA adapters on ``p.target_modules`` (base weights frozen)."""
+def lora_model(model: Any, p: Any, **options: Any) -> Any:
+    """Wrap ``model`` with peft LoRA adapters on ``p.target_modules`` (base weights frozen); ``options`` go to
+    ``LoraConfig`` as well (e.g. ``use_dora=True``)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
-                        target_modules=lora_targets(model, p.target_modules), bias="none", task_type="CAUSAL_LM")
+                        target_modules=lora_targets(model, p.target_modules), bias="none", task_type="CAUSAL_LM",
+                        **options)
     return get_peft_model(model, config)
 
 
@@ -183,30 +196,68 @@ def reapply_masks(model: Any, masks: dict[str, Any]) -> None:
             params[name].masked_fill_(mask, 0.0)
 
 
+class FineTuned(NamedTuple):
+    """What :func:`fine_tune` made.
+
+    Attributes:
+        model: the trained model, finished (adapters merged).
+        result: the training loop's losses and step count.
+        trainable_params: parameters that received gradients.
+        total_params: parameters of the model being trained (adapters included).
+        trained: ``{parameter name: elements}`` of every parameter that trained (tied ones once).
+        sparsity_kept: whether weights that were zero in the input were set back to zero.
+    """
+
+    model: Any
+    result: TrainResult
+    trainable_params: int
+    total_params: int
+    trained: dict[str, int]
+    sparsity_kept: bool
+
+
+def fine_tune(handle: ModelHandle, ctx: TechniqueContext, p: Any, prepare: Callable[[Any], Any],
+              finish: Callable[[Any], Any]) -> FineTuned:
+    """The flow every parameter-efficient technique shares: copy the handle's model (dequantized when quantized),
+    ``prepare(model)`` it for training (adapters on, the rest frozen; seeded, as adapter init draws random numbers),
+    train it on ``p.dataset`` (``p.n_texts`` texts cut into ``p.seq_len`` blocks, ``p.batch_size`` per step, ``p.lr``)
+    for the step budget (``p.max_steps``, else the spec's, else 50), ``finish`` it (merge) and, with
+    ``p.keep_sparsity``, set the input's zero weights back to zero."""
+    from adapters.corpus import resolve_texts
+
+    handle.activate()
+    base = copied_model(handle)
+    masks = zero_masks(base) if p.keep_sparsity else {}
+    blocks = token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)
+    steps = step_budget(p.max_steps, ctx, 50)
+    with seeded(ctx.seed):
+        model = prepare(base)
+        trainable, total = trainable_counts(model)
+        trained = trained_parameters(model)
+        result = train(model, batches(blocks, p.batch_size, ctx.seed), steps, causal_lm_loss, lr=p.lr,
+                       warmup=min(10, steps // 10), progress=ctx.progress)
+    finished = finish(model)
+    reapply_masks(finished, masks)
+    finished.eval()
+    return FineTuned(finished, result, trainable, total, trained, bool(masks))
+
+
+def trained_parameters(model: Any) -> dict[str, int]:
+    """``{name: elements}`` of the parameters that receive gradients (``named_parameters`` names a tied one once)."""
+    return {name: w.numel() for name, w in model.named_parameters() if w.requires_grad}
+
+
 @technique("peft.lora")
 class Lora(_WeightTraining):
     """LoRA fine-tuning through peft (Hu et al., 2021), merged into the weights after training."""
 
     Params = LoraParams
     requires = ("peft", "torch", "transformers")
+    version = "2"  # 2: the adapters' random init draws from the step's seed (it drew from the process's state)
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
-        from adapters.corpus import resolve_texts
-
         p = self.params
-        handle.activate()
-        base = copied_model(handle)
-        masks = zero_masks(base) if p.keep_sparsity else {}
-        peft_model = lora_model(base, p)
-        trainable, total = peft_model.get_nb_trainable_parameters()
-        blocks = token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)
-        steps = step_budget(p.max_steps, ctx, 50)
-        with seeded(ctx.seed):
-            result = train(peft_model, batches(blocks, p.batch_size, ctx.seed), steps, causal_lm_loss, lr=p.lr,
-                           warmup=min(10, steps // 10), progress=ctx.progress)
-        merged = peft_model.merge_and_unload()
-        reapply_masks(merged, masks)
-        merged.eval()
-        report = TrainReport(result.steps, finite(result.first_loss), finite(result.final_loss), int(trainable),
-                             int(total), bool(masks))
-        return Applied(handle.derive(model=merged), report)
+        run = fine_tune(handle, ctx, p, lambda m: lora_model(m, p), lambda m: m.merge_and_unload())
+        report = TrainReport(run.result.steps, finite(run.result.first_loss), finite(run.result.final_loss),
+                             run.trainable_params, run.total_params, run.sparsity_kept)
+        return Applied(handle.derive(model=run.model), report)
