@@ -63,6 +63,13 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "quant.qat": {"bits": 4, "group_size": 4, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16,
                   "eval_blocks": 1},
     "quant.int8": {},
+    "federated.fedavg": {"clients": 2, "rounds": 1, "local_steps": 1, "r": 2, "batch_size": 1, "seq_len": 16,
+                         "n_texts": 16, "eval_blocks": 1},
+    "federated.distill": {"clients": 2, "rounds": 1, "local_steps": 1, "distill_steps": 1, "public_blocks": 1, "r": 2,
+                          "batch_size": 1, "seq_len": 16, "n_texts": 16, "eval_blocks": 1},
+    # a generous budget: the matrix must not depend on this machine's memory (the child measures ~0.7 GB)
+    "ondevice.adapt": {"budget_gb": 64, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
+    "ondevice.continual": {"r": 2, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "peft.dora": {"r": 2, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "peft.ia3": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "peft.bitfit": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
