@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
 
 
 def prepare_process() -> None:
@@ -89,3 +92,37 @@ def _same_device(have: str, want: str) -> bool:
 
         return have == f"cuda:{torch.cuda.current_device()}"
     return False
+
+
+class ChildRun(NamedTuple):
+    """What a fresh Python child process did.
+
+    Attributes:
+        returncode: its exit status.
+        stdout: what it printed.
+        stderr: what it wrote to stderr.
+        kernel_maxrss: the kernel's max RSS of the child in bytes (``wait4``; on Linux it also counts the spawning
+            process's pages carried over at exec, so a child reports its own ``VmHWM`` for a clean figure).
+    """
+
+    returncode: int
+    stdout: str
+    stderr: str
+    kernel_maxrss: int
+
+
+def spawn_python(code: str, argv: list[str]) -> ChildRun:
+    """Run ``python -c code *argv`` in a fresh process with this repository on its path, and wait for it.
+
+    posix_spawn (vfork-style) rather than fork: a forked child starts with the parent's pages mapped, which the
+    child's own memory measurements would then include."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        actions = [(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-c", code, *argv], env, file_actions=actions)
+        _, status, usage = os.wait4(pid, 0)
+        out.seek(0)
+        err.seek(0)
+        return ChildRun(os.waitstatus_to_exitcode(status), out.read().decode(), err.read().decode(),
+                        usage.ru_maxrss * 1024)  # KiB on Linux

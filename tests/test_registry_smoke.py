@@ -24,7 +24,8 @@ SUITE_NAMES = SUITES.names()
 def _context(tmp_path, tiny_handle) -> TechniqueContext:
     from adapters.corpus import synthetic_corpus
 
-    return TechniqueContext(seed=0, workdir=tmp_path, hardware={"device": "cpu", "threads": 1},
+    # memory_cap_gb: the budget of ondevice.adapt when its own is unset (generous: the pico run needs ~0.7 GB)
+    return TechniqueContext(seed=0, workdir=tmp_path, hardware={"device": "cpu", "threads": 1, "memory_cap_gb": 64},
                             inputs={"teacher": tiny_handle, "reference": tiny_handle, "models": [tiny_handle],
                                     "base": tiny_handle},
                             datasets={"synthetic": synthetic_corpus(64)}, max_steps=2)

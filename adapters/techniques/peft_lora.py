@@ -217,18 +217,20 @@ class FineTuned(NamedTuple):
 
 
 def fine_tune(handle: ModelHandle, ctx: TechniqueContext, p: Any, prepare: Callable[[Any], Any],
-              finish: Callable[[Any], Any]) -> FineTuned:
+              finish: Callable[[Any], Any], blocks: list[list[int]] | None = None) -> FineTuned:
     """The flow every parameter-efficient technique shares: copy the handle's model (dequantized when quantized),
     ``prepare(model)`` it for training (adapters on, the rest frozen; seeded, as adapter init draws random numbers),
     train it on ``p.dataset`` (``p.n_texts`` texts cut into ``p.seq_len`` blocks, ``p.batch_size`` per step, ``p.lr``)
     for the step budget (``p.max_steps``, else the spec's, else 50), ``finish`` it (merge) and, with
-    ``p.keep_sparsity``, set the input's zero weights back to zero."""
+    ``p.keep_sparsity``, set the input's zero weights back to zero. ``blocks``: the token blocks to train on instead
+    of ``p.dataset``'s (a caller that holds some out or mixes in others)."""
     from adapters.corpus import resolve_texts
 
     handle.activate()
     base = copied_model(handle)
     masks = zero_masks(base) if p.keep_sparsity else {}
-    blocks = token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)
+    if blocks is None:
+        blocks = token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)
     steps = step_budget(p.max_steps, ctx, 50)
     with seeded(ctx.seed):
         model = prepare(base)

@@ -17,9 +17,6 @@ handle's decoding settings. ``settings.loaded`` records what was loaded and how.
 from __future__ import annotations
 
 import json
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,24 +79,14 @@ print("SLM-MEMORY " + json.dumps(out))
 
 def child_run(args: dict[str, Any]) -> dict[str, Any]:
     """Run the load+generate child; returns its report plus the kernel's max RSS of the child."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    # posix_spawn (vfork-style) rather than fork: a forked child starts with the parent's pages mapped,
-    # which the kernel's max RSS of the child would then include.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        actions = [(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
-        pid = os.posix_spawn(sys.executable, [sys.executable, "-c", CHILD, json.dumps(args)], env,
-                             file_actions=actions)
-        _, status, usage = os.wait4(pid, 0)
-        returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        text, etext = out.read().decode(), err.read().decode()
-    if returncode != 0:
-        raise RuntimeError(f"memory child failed ({returncode}): {etext.strip().splitlines()[-1:]}")
-    line = next(x for x in text.splitlines() if x.startswith("SLM-MEMORY "))
+    from adapters.runtime import spawn_python
+
+    run = spawn_python(CHILD, [json.dumps(args)])
+    if run.returncode != 0:
+        raise RuntimeError(f"memory child failed ({run.returncode}): {run.stderr.strip().splitlines()[-1:]}")
+    line = next(x for x in run.stdout.splitlines() if x.startswith("SLM-MEMORY "))
     report: dict[str, Any] = json.loads(line.split(" ", 1)[1])
-    report["kernel_maxrss"] = usage.ru_maxrss * 1024  # KiB on Linux
+    report["kernel_maxrss"] = run.kernel_maxrss
     return report
 
 
