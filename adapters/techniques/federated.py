@@ -154,7 +154,7 @@ class FedDistillParams(FederatedParams):
         public: the public (unlabeled) dataset every client predicts on: a dataset of the spec or a builtin one;
             None: the synthetic corpus under another seed (disjoint from the private texts).
         public_blocks: public blocks of ``seq_len`` tokens.
-        distill_steps: the server's distillation steps per round.
+        distill_steps: the server's distillation steps per round; None uses the spec's ``max_steps``, else 20.
         distill_lr: their peak learning rate.
         temperature: the distillation temperature.
     """
@@ -162,14 +162,14 @@ class FedDistillParams(FederatedParams):
     rounds: int = 1
     public: str | None = None
     public_blocks: int = 8
-    distill_steps: int = 20
+    distill_steps: int | None = None
     distill_lr: float = 1e-3
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("public_blocks", "distill_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.distill_lr < 1:
             raise ValueError(f"distill_lr must be in (0, 1), got {self.distill_lr}")
@@ -663,15 +663,15 @@ def mean_kd(model: Any, ids: Any, teacher: Any, batch_size: int) -> float:
     return total / len(ids)
 
 
-def distill_into(model: Any, ids: Any, teacher: Any, p: FedDistillParams, seed: int) -> None:
-    """Train the loaded (global) adapter for ``distill_steps`` with ``kd_loss`` against the averaged logits."""
+def distill_into(model: Any, ids: Any, teacher: Any, p: FedDistillParams, seed: int, steps: int) -> None:
+    """Train the loaded (global) adapter for ``steps`` with ``kd_loss`` against the averaged logits."""
     def loss_fn(m: Any, index: Any) -> Any:
         rows = index[:, 0].cpu()
         return kd_loss(m(input_ids=ids[rows].to(index.device)).logits, teacher[rows].to(index.device), p.temperature)
 
     with seeded(seed):
-        train(model, batches([[i] for i in range(len(ids))], p.batch_size, seed), p.distill_steps, loss_fn,
-              lr=p.distill_lr, warmup=min(10, p.distill_steps // 10))
+        train(model, batches([[i] for i in range(len(ids))], p.batch_size, seed), steps, loss_fn,
+              lr=p.distill_lr, warmup=min(10, steps // 10))
 
 
 @technique("federated.distill")
@@ -720,7 +720,7 @@ class FedDistill(_WeightTraining):
                 teacher = averaged.to_torch_state_dict()["logits"]
                 load_adapter(s.model, glob)
                 kl_before = mean_kd(s.model, public, teacher, p.batch_size)
-                distill_into(s.model, public, teacher, p, ctx.seed + rnd - 1)
+                distill_into(s.model, public, teacher, p, ctx.seed + rnd - 1, step_budget(p.distill_steps, ctx, 20))
                 kl_after = mean_kd(s.model, public, teacher, p.batch_size)
                 glob = adapter_state(s.model)
                 x = grid.exchanges[-1]
