@@ -20,7 +20,6 @@ bar when the speed-up's lower bound is >= 3, perplexity is within 5% and the acc
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import statistics
@@ -31,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.general_table import _reports  # noqa: E402
 from results.compare import PathData, load_path_data  # noqa: E402
 from results.queries import rows  # noqa: E402
 from results.stats import mcnemar_exact, paired_bootstrap  # noqa: E402
@@ -100,17 +100,6 @@ def step_summary(technique: str, r: dict[str, Any]) -> str:
         bits = r.get("bits") or r.get("scheme") or r.get("mode")
         return f"{technique} {bits}"
     return technique
-
-
-def _reports(con: Any, chain: Any) -> list[tuple[str, dict[str, Any]]]:
-    hashes = json.loads(chain) if isinstance(chain, str) else (chain or [])
-    out = []
-    for h in hashes[1:]:
-        found = rows(con, "SELECT technique, report FROM nodes WHERE node_hash = ?", [h])
-        if found and found[0]["technique"]:
-            rep = found[0]["report"]
-            out.append((found[0]["technique"], (json.loads(rep) if isinstance(rep, str) else rep) or {}))
-    return out
 
 
 def table(db: str | Path) -> str:
