@@ -595,3 +595,55 @@ class Diversity(DataTechnique):
         report = DiversityReport(len(pool), len(kept), covering_radius(x, kept), random_radius,
                                  f"{reference.source} ({steps}, {reference.format}): mean-pooled last hidden states")
         return Selected([pool[i] for i in kept], report)
+
+
+# -- data.random --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RandomParams:
+    """Params of ``data.random``.
+
+    Attributes:
+        keep: fraction of the texts kept (when ``k`` is unset; at least one text).
+        k: number of texts kept (overrides ``keep``; all of them when there are fewer).
+    """
+
+    keep: float = 0.5
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_size(self.keep, self.k)
+
+
+@dataclass(frozen=True)
+class RandomReport:
+    """What the random selection kept.
+
+    Attributes:
+        n_in: non-empty texts.
+        n_kept: texts kept.
+        method: how they were drawn.
+    """
+
+    n_in: int
+    n_kept: int
+    method: str
+
+
+@technique("data.random")
+class RandomSelection(DataTechnique):
+    """A uniform random subset of the texts, seeded by the spec: the control every other selection is compared to
+    (the same size, the same downstream step)."""
+
+    Params = RandomParams
+    requires = ("numpy",)
+
+    @classmethod
+    def seed_dependent(cls, params: Any) -> bool:
+        return True
+
+    def select(self, texts: list[Any], ctx: TechniqueContext) -> Selected:
+        texts = _non_empty(texts, self.name)
+        n = n_to_keep(len(texts), self.params.keep, self.params.k)
+        kept = sorted(np.random.default_rng(ctx.seed).choice(len(texts), size=n, replace=False).tolist())
+        return Selected([texts[i] for i in kept], RandomReport(len(texts), n, f"numpy default_rng({ctx.seed}).choice "
+                                                                              "without replacement"))

@@ -284,3 +284,20 @@ def test_an_undefined_dsir_target_is_a_plan_time_error():
 def test_a_dataset_made_from_itself_is_refused():
     with pytest.raises(SpecError, match=r"datasets.picked: the dataset is made from itself \(picked -> picked\)"):
         _plan("picked")
+
+
+# -- data.random ------------------------------------------------------------------------------------------------------
+def test_random_selection_is_a_seeded_uniform_subset_in_order(tmp_path):
+    texts = [f"text number {i}" for i in range(200)] + ["   "]
+    kept, report = _select("data.random", {"keep": 0.25}, texts, tmp_path)
+    again, _ = _select("data.random", {"keep": 0.25}, texts, tmp_path)
+    other, _ = _select("data.random", {"keep": 0.25}, texts, tmp_path, seed=1)
+    assert len(kept) == 50 and kept == again and kept != other
+    assert kept == [t for t in texts if t in set(kept)]  # original order, blank text never drawn
+    assert report["n_in"] == 200 and report["n_kept"] == 50
+    records = [{"text": f"record {i}", "id": i} for i in range(10)]
+    picked, _ = _select("data.random", {"k": 3}, records, tmp_path)
+    assert len(picked) == 3 and all(isinstance(r, dict) and "id" in r for r in picked)
+    for bad in ({"keep": 0}, {"k": 0}):
+        with pytest.raises(UsageError):
+            build_params(get_technique("data.random"), bad)
