@@ -42,13 +42,14 @@ def table(db: str | Path) -> str:
             cost = rows(con, "SELECT technique, wall_time_s, peak_rss_bytes, report FROM node_costs WHERE node_hash = ?",
                         [p["leaf_hash"]])
             c = cost[0] if cost else {}
+            value = f"{ppl[0]['value']:.2f}" if ppl else "—"
             rep = json.loads(c["report"]) if isinstance(c.get("report"), str) else (c.get("report") or {})
             trained = rep.get("trainable_params")
             loss = (f"{rep['first_loss']:.3f} → {rep['final_loss']:.3f}" if rep.get("first_loss") is not None
                     and rep.get("final_loss") is not None else "—")
             out.append(f"| {p['name']} | {ppl[0]['value']:.2f} | {trained if trained is not None else '—'} "
                        f"| {c['peak_rss_bytes'] / 2**20:.0f} | {c['wall_time_s']:.0f} | {loss} |" if cost and ppl else
-                       f"| {p['name']} | {ppl[0]['value'] if ppl else '—'} | — | — | — | — |")
+                       f"| {p['name']} | {value} | — | — | — | — |")
     return "\n".join(out)
 
 
