@@ -16,6 +16,7 @@ path with these names before anything runs.
 | ``compressed-tensors`` | llmcompressor's packed checkpoint, dequantized in memory | the compressed-tensors checkpoint |
 | ``onnx`` | an ONNX Runtime session over an exported graph | ``model.onnx`` + config |
 | ``gguf`` | a GGUF file run by llama.cpp (llama-cpp-python) | ``model.gguf`` + ``llamacpp.json`` |
+| ``peft-adapter`` | a float base with unmerged peft adapters (LoRA, DoRA, IA3, a soft prompt) | base safetensors + ``adapter/`` (peft's files) |
 
 The structure of a model (which linears are low-rank pairs, and their ranks) is read from the model
 itself when saving and written to ``structure.json``, so a quantized low-rank model reloads with its pairs.
@@ -47,6 +48,7 @@ QUANTO = "quanto"
 COMPRESSED = "compressed-tensors"
 ONNX = "onnx"
 GGUF = "gguf"
+PEFT_ADAPTER = "peft-adapter"
 
 #: float torch formats whose weights a training step can update directly
 FLOAT_TORCH = (TORCH, TORCH_SPARSE, TORCH_LOWRANK)
@@ -54,8 +56,15 @@ FLOAT_TORCH = (TORCH, TORCH_SPARSE, TORCH_LOWRANK)
 QUANTIZED_TORCH = (TORCH_INT8, QUANTO, COMPRESSED)
 #: every format whose model runs on torch (a teacher or a reference model can be any of them)
 TORCH_BACKEND = FLOAT_TORCH + QUANTIZED_TORCH
+#: every format a model can be evaluated in: the inference-time steps (``infer.*``) take any of them
+EVALUABLE = TORCH_BACKEND + (ONNX, GGUF, PEFT_ADAPTER)
 
 STRUCTURE_FILE = "structure.json"
+#: what to do when a step refuses a model of this format (unless the step has its own ``hints``)
+REFUSAL_HINTS = {PEFT_ADAPTER: "keep the adapters merged (merge: true on the adapter step; a soft prompt cannot be "
+                               "merged) or put this step before it"}
+#: the folder of a ``peft-adapter`` artifact that holds peft's own adapter files (``adapter_config.json``...)
+ADAPTER_DIR = "adapter"
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ def get_format(name: str) -> ArtifactFormat:
 
 def format_names() -> list[str]:
     """Every registered format, in the order of the table above, then any others."""
-    order = [TORCH, TORCH_SPARSE, TORCH_LOWRANK, TORCH_INT8, QUANTO, COMPRESSED, ONNX, GGUF]
+    order = [TORCH, TORCH_SPARSE, TORCH_LOWRANK, TORCH_INT8, QUANTO, COMPRESSED, ONNX, GGUF, PEFT_ADAPTER]
     names = FORMATS.names()
     return [n for n in order if n in names] + [n for n in names if n not in order]
 
@@ -212,3 +221,40 @@ register_format(ArtifactFormat(TORCH_SPARSE, "dense, with zeros later steps keep
                                _save_pretrained, _load_pretrained))
 register_format(ArtifactFormat(TORCH_LOWRANK, "linears replaced by low-rank pairs (ranks in structure.json)", "torch",
                                _save_lowrank, _load_lowrank))
+
+
+# -- unmerged peft adapters ----------------------------------------------------------------------
+def virtual_tokens(model: Any) -> int:
+    """The positions a peft prompt-learning model (prompt tuning) prepends to every input, whose logits it returns
+    too (0 for any other model): scoring drops the first this many logits."""
+    config = getattr(model, "active_peft_config", None) if hasattr(model, "peft_config") else None
+    if config is None or not getattr(config, "is_prompt_learning", False):
+        return 0
+    return int(config.num_virtual_tokens)
+
+
+def _save_adapter(handle: ModelHandle, path: Path) -> None:
+    """The base's float weights (without adapters, with its low-rank structure) through ``save_pretrained``, and the
+    adapters through peft's own ``save_pretrained`` in ``adapter/``."""
+    model = handle.model
+    base = model.get_base_model()
+    if virtual_tokens(model) == 0:  # adapter layers are injected into the base: save a copy with them unloaded
+        base = copy.deepcopy(model).unload()
+    base.save_pretrained(path, safe_serialization=True)
+    write_structure(base, path)
+    model.save_pretrained(path / ADAPTER_DIR, safe_serialization=True)
+
+
+def _load_adapter(path: Path, info: dict[str, Any]) -> ModelHandle:
+    from peft import PeftModel
+
+    from adapters.handle import ModelHandle
+
+    base = load_weights(empty_model(path), path)
+    model = PeftModel.from_pretrained(base, path / ADAPTER_DIR, is_trainable=False)
+    model.eval()
+    return ModelHandle(model, tokenizer_of(path), **info)
+
+
+register_format(ArtifactFormat(PEFT_ADAPTER, "a float base with unmerged peft adapters (LoRA, DoRA, IA3, a soft "
+                               "prompt)", "torch", _save_adapter, _load_adapter))

@@ -383,8 +383,12 @@ class ModelHandle:
         """
         import torch
 
+        from adapters.formats import virtual_tokens
+
         with torch.no_grad():
-            return self.model(input_ids=self._ids(input_ids)).logits
+            logits = self.model(input_ids=self._ids(input_ids)).logits
+        skip = virtual_tokens(self.model)  # a soft prompt's positions are not the prompt's
+        return logits[:, skip:] if skip else logits
 
     def measured_kv_bytes(self, input_ids: Any) -> float | None:
         """KV-cache bytes per token actually held after a prefill with the cache on.

@@ -100,11 +100,20 @@ class HandleHFLM(HFLM):  # type: ignore[misc]
             seeded.add(int(seed))
         return super()._model_generate(context, max_length, stop, **merged)
 
+    def _model_call(self, inps: Any, attn_mask: Any = None, labels: Any = None) -> Any:
+        from adapters.formats import virtual_tokens
+
+        logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        skip = virtual_tokens(self.model)  # a soft prompt (peft prompt tuning) adds its positions' logits in front
+        return logits[:, skip:] if skip else logits
+
     def _supports_prefix_cache(self) -> bool:
         import torch
 
+        from adapters.formats import virtual_tokens
+
         model = self.model
-        return (self.backend == "causal" and isinstance(model, torch.nn.Module)
+        return (self.backend == "causal" and isinstance(model, torch.nn.Module) and not virtual_tokens(model)
                 and bool(getattr(getattr(model, "config", None), "use_cache", False))
                 and getattr(model, "_supports_cache_class", True) is not False)
 

@@ -223,7 +223,8 @@ class Technique:
         """
         accepted = cls.accepted_formats(params)
         if input_format not in accepted:
-            raise FormatMismatch(cls.name, input_format, accepted, cls.hints.get(input_format, ""))
+            raise FormatMismatch(cls.name, input_format, accepted,
+                                 cls.hints.get(input_format, "") or F.REFUSAL_HINTS.get(input_format, ""))
         return cls.produces or input_format
 
     @classmethod

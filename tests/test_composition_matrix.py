@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -74,6 +75,7 @@ CHEAP_PARAMS: dict[str, dict[str, Any]] = {
     "peft.ia3": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "peft.bitfit": {"max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "peft.qlora": {"r": 2, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
+    "peft.prompt_tuning": {"num_virtual_tokens": 4, "max_steps": 1, "batch_size": 1, "seq_len": 16, "n_texts": 16},
     "init.pretrained": {},
     "deploy.onnxruntime": {},
     "deploy.llamacpp": {"quant": "Q8_0"},  # written by llama.cpp's converter itself (no second quantizing pass)
@@ -98,6 +100,9 @@ PRODUCERS: dict[str, tuple[str, dict[str, Any]] | None] = {
     "compressed-tensors": ("quant.awq", {"group_size": 32, "n_samples": 2, "seq_len": 32}),
     "onnx": ("deploy.onnxruntime", {}),
     "gguf": ("deploy.llamacpp", {"quant": "Q8_0"}),
+    # a soft prompt: the adapter kind whose extra positions every scorer must drop
+    "peft-adapter": ("peft.prompt_tuning", {"num_virtual_tokens": 4, "max_steps": 1, "batch_size": 1, "seq_len": 16,
+                                            "n_texts": 16}),
 }
 
 #: log-likelihood tolerance between the in-memory model and its reload in a fresh process, by output format
@@ -215,7 +220,7 @@ def format_artifacts(tiny_handle, tmp_path_factory) -> dict[str, Any]:
 RELOAD_SCRIPT = textwrap.dedent("""
     # Reloads each cell named on stdin (one JSON {"key", "path"} per line) while the test process applies the next
     # ones, and appends one JSON result line per cell to argv[2].
-    import json, sys, traceback
+    import json, shutil, sys, traceback
     import torch
     torch.set_num_threads(1)  # the other core applies the next cells
     manifest = json.loads(open(sys.argv[1]).read())
@@ -238,6 +243,8 @@ RELOAD_SCRIPT = textwrap.dedent("""
                 }
             except Exception:
                 result = {"error": traceback.format_exc()}
+            h = None
+            shutil.rmtree(path, ignore_errors=True)  # the matrix's artifacts would fill the disk (4.5 GB kept)
             out.write(json.dumps({"key": key, "result": result}) + "\\n")
             out.flush()
 """)
@@ -304,8 +311,8 @@ def matrix(format_artifacts, tiny_handle, tmp_path_factory) -> dict[str, dict[st
                 except Exception as err:  # noqa: BLE001 - recorded, asserted by the cell's test
                     rec["planned_format"] = f"refused: {err}"
                 t0 = time.perf_counter()
+                workdir = root / f"work-{len(saved):03d}"
                 try:
-                    workdir = root / f"work-{len(saved):03d}"
                     out = cls(params).run(artifact, _context(workdir, tiny_handle)).handle
                     last = out.lineage[-1]
                     rec.update(out_format=out.format,
@@ -314,6 +321,7 @@ def matrix(format_artifacts, tiny_handle, tmp_path_factory) -> dict[str, dict[st
                                memory=_outputs(out))
                     target = root / f"cell-{len(saved):03d}"
                     out.save(target)
+                    del out
                     saved[key] = str(target)
                     assert reloader.stdin is not None
                     reloader.stdin.write(json.dumps({"key": key, "path": str(target)}) + "\n")
@@ -322,6 +330,7 @@ def matrix(format_artifacts, tiny_handle, tmp_path_factory) -> dict[str, dict[st
                     rec.update(status="unavailable", reason=f"{name} cannot run here: {exc}")
                 except Exception:  # noqa: BLE001 - a run-time failure is recorded and fails the cell's test
                     rec["error"] = traceback.format_exc()
+                shutil.rmtree(workdir, ignore_errors=True)  # what the step wrote besides its saved model
                 rec["apply_s"] = round(time.perf_counter() - t0, 2)
     except BaseException:  # a broken fixture must not leave the reload process waiting on its stdin
         reloader.kill()

@@ -68,7 +68,7 @@ class Decoding(Technique):
     Params = DecodingParams
     requires = ("transformers",)
     inference_time = True
-    accepts = F.TORCH_BACKEND + (F.ONNX, F.GGUF)
+    accepts = F.EVALUABLE
 
     @classmethod
     def seed_dependent(cls, params: Any) -> bool:

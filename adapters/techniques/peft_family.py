@@ -1,6 +1,8 @@
-"""Parameter-efficient fine-tuning besides LoRA: DoRA, IA3, BitFit and QLoRA, each trained for a step budget on a
-corpus with next-token cross-entropy (:func:`adapters.techniques.peft_lora.fine_tune`, the loop ``peft.lora`` uses)
-and merged into the weights afterwards, so the result is a plain model every later step and suite can use.
+"""Parameter-efficient fine-tuning besides LoRA: DoRA, IA3, BitFit, QLoRA and prompt tuning, each trained for a step
+budget on a corpus with next-token cross-entropy (:func:`adapters.techniques.peft_lora.fine_tune`, the loop
+``peft.lora`` uses). DoRA and IA3 are merged into the weights afterwards, so the result is a plain model every later
+step and suite can use, or kept unmerged with ``merge: false`` (a ``peft-adapter`` artifact: the base and peft's
+adapter files); a soft prompt is always kept unmerged.
 
 * ``peft.dora``: DoRA (Liu et al., 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation"): each targeted weight is
   split into a magnitude vector and a direction; the direction gets a LoRA update and the magnitude trains too (peft
@@ -19,6 +21,11 @@ and merged into the weights afterwards, so the result is a plain model every lat
   peft's LoRA layers support (``peft.tuners.lora.torchao``; peft 0.21 has no optimum-quanto LoRA layer). The merged
   model carries the int8 base's rounding, which the adapters were trained to compensate.
 
+* ``peft.prompt_tuning``: prompt tuning (Lester et al., 2021, "The Power of Scale for Parameter-Efficient Prompt
+  Tuning"): ``num_virtual_tokens`` learned embeddings are prepended to every input of the frozen model (peft
+  ``PromptTuningConfig``), started from a text's token embeddings. peft returns logits for those positions too; every
+  scorer drops them (:func:`adapters.formats.virtual_tokens`).
+
 On a low-rank input (``torch-lowrank``) every technique keeps the pairs: DoRA and QLoRA adapt both factors as
 ``peft.lora`` does, IA3 scales the output factor of an output-scaled pair and the input factor of an input-scaled one
 (the same function as scaling the pair), BitFit leaves linears alone. A quantized input is dequantized first.
@@ -28,8 +35,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from adapters import formats as F
 from adapters.errors import MissingDependencyError, UsageError
 from adapters.handle import ModelHandle
 from adapters.technique import Applied, TechniqueContext, technique
@@ -39,6 +47,7 @@ from adapters.techniques.peft_lora import (
     LoraParams,
     _WeightTraining,
     fine_tune,
+    finisher,
     lora_model,
     lora_targets,
 )
@@ -91,11 +100,13 @@ class IA3Params(CorpusTraining):
         target_modules: linear module names that get a learned scaling vector.
         feedforward_modules: those of ``target_modules`` whose input is scaled (the paper's feed-forward rule);
             the others' output is.
+        merge: multiply the vectors into the weights (default); false keeps them unmerged (``peft-adapter``).
     """
 
     lr: float = 3e-3
     target_modules: tuple[str, ...] = IA3_TARGETS
     feedforward_modules: tuple[str, ...] = ("down_proj",)
+    merge: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -124,6 +135,18 @@ class PeftReport(TrainReport):
 
     trained: dict[str, int] = field(default_factory=dict)
     targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QLoraParams(LoraParams):
+    """Params of ``peft.qlora``: those of ``peft.lora``; ``merge`` must stay true (the adapters trained over an int8
+    base, and the result is that base dequantized plus the update; an unmerged artifact would need the int8 base)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.merge:
+            raise ValueError("merge must be true for peft.qlora (its result is the dequantized int8 base plus the "
+                             "update); use peft.lora with merge: false for unmerged adapters")
 
 
 @dataclass(frozen=True)
@@ -172,7 +195,7 @@ class Dora(_WeightTraining):
             targets.extend(lora_targets(model, p.target_modules))
             return lora_model(model, p, use_dora=True)
 
-        run = fine_tune(handle, ctx, p, prepare, merged)
+        run = fine_tune(handle, ctx, p, prepare, finisher(p, merged))
         return Applied(handle.derive(model=run.model), peft_report(run, targets))
 
 
@@ -207,7 +230,7 @@ class Ia3(_WeightTraining):
             targets.extend(names)
             return peft_model
 
-        run = fine_tune(handle, ctx, p, prepare, merged)
+        run = fine_tune(handle, ctx, p, prepare, finisher(p, merged))
         return Applied(handle.derive(model=run.model), peft_report(run, targets))
 
 
@@ -311,7 +334,7 @@ class QLora(_WeightTraining):
 
     The result is a float model, no quantized layer left: the int8 base dequantized plus the trained update."""
 
-    Params = LoraParams
+    Params = QLoraParams
     requires = ("peft", "torch", "torchao", "transformers")
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
@@ -328,4 +351,86 @@ class QLora(_WeightTraining):
 
         run = fine_tune(handle, ctx, p, prepare, dequantized_merge)
         report = peft_report(run, targets, QLoraReport, quantized_layers=quantized[0])
+        return Applied(handle.derive(model=run.model), report)
+
+
+@dataclass(frozen=True)
+class PromptTuningParams(CorpusTraining):
+    """Params of ``peft.prompt_tuning`` (and those of :class:`CorpusTraining`; ``lr`` 3e-2, peft's prompt-tuning
+    examples' AdamW rate: a soft prompt needs a far larger step than LoRA).
+
+    Attributes:
+        num_virtual_tokens: length of the soft prompt (virtual tokens prepended to every input).
+        init_text: the soft prompt starts as the embeddings of this text's tokens, repeated or cut to
+            ``num_virtual_tokens`` (Lester et al. find a vocabulary initialisation better than a random one); empty:
+            random (peft's ``RANDOM`` init, seeded).
+    """
+
+    #: a soft prompt is never merged into weights: the result is always a ``peft-adapter`` artifact
+    merge: ClassVar[bool] = False
+    lr: float = 3e-2
+    num_virtual_tokens: int = 16
+    init_text: str = "Continue the following text in the same style:"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_virtual_tokens < 1:
+            raise ValueError(f"num_virtual_tokens must be >= 1, got {self.num_virtual_tokens}")
+
+
+@dataclass(frozen=True)
+class PromptTuningReport(PeftReport):
+    """What ``peft.prompt_tuning`` did (the fields of ``PeftReport``, and:)
+
+    Attributes:
+        virtual_tokens: soft-prompt positions prepended to every input.
+        init: ``text`` (from ``init_text``'s token embeddings) or ``random``.
+    """
+
+    virtual_tokens: int = 0
+    init: str = "text"
+
+
+def prompt_tuning_model(model: Any, tokenizer: Any, p: PromptTuningParams) -> Any:
+    """``model`` (frozen) wrapped by peft with a trainable soft prompt of ``p.num_virtual_tokens`` embeddings, started
+    from ``p.init_text``'s token embeddings as peft's ``PromptTuningInit.TEXT`` does (done here from the handle's own
+    tokenizer: peft would load one by name, which an in-process model does not have)."""
+    import math
+
+    import torch
+    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+
+    config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=p.num_virtual_tokens,
+                                prompt_tuning_init=PromptTuningInit.RANDOM)
+    peft_model = get_peft_model(model, config)
+    if p.init_text:
+        ids = tokenizer(p.init_text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+        ids = (ids * math.ceil(p.num_virtual_tokens / len(ids)))[: p.num_virtual_tokens]
+        embedding = peft_model.prompt_encoder[peft_model.active_adapter].embedding
+        with torch.no_grad():
+            words = model.get_input_embeddings()(torch.tensor(ids, device=embedding.weight.device))
+            embedding.weight.copy_(words.to(embedding.weight.dtype))
+    return peft_model
+
+
+@technique("peft.prompt_tuning")
+class PromptTuning(_WeightTraining):
+    """Prompt tuning (Lester et al., 2021, "The Power of Scale for Parameter-Efficient Prompt Tuning") through peft: a
+    soft prompt of learned embeddings is prepended to every input of the frozen model.
+
+    Nothing can be merged into the weights: the result is a ``peft-adapter`` artifact (the base and peft's adapter
+    files), which inference-time steps and every suite take; scoring drops the soft prompt's positions."""
+
+    Params = PromptTuningParams
+    requires = ("peft", "torch", "transformers")
+    produces = F.PEFT_ADAPTER
+
+    def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
+        p = self.params
+        run = fine_tune(handle, ctx, p, lambda model: prompt_tuning_model(model, handle.tokenizer, p),
+                        lambda model: model)
+        report = PromptTuningReport(run.result.steps, finite(run.result.first_loss), finite(run.result.final_loss),
+                                    run.trainable_params, run.total_params, False,
+                                    {"soft_prompt": sum(run.trained.values())}, ("word_embeddings",),
+                                    virtual_tokens=p.num_virtual_tokens, init="text" if p.init_text else "random")
         return Applied(handle.derive(model=run.model), report)

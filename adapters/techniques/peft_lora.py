@@ -2,7 +2,7 @@
 Large Language Models"): the base weights are frozen, each targeted linear W gets a trainable update
 (alpha / r) B A with A (r x in) and B (out x r, zero-initialized), trained for a step budget on a corpus
 with next-token cross-entropy, then merged into W (``merge_and_unload``) so the result is a plain model
-every later step and suite can use. On a low-rank input the adapters go on both factors of each targeted
+every later step and suite can use (``merge: false`` keeps the adapters unmerged: a ``peft-adapter`` artifact). On a low-rank input the adapters go on both factors of each targeted
 pair (the result stays low-rank); a quantized input is dequantized first (recorded in the lineage).
 """
 
@@ -49,6 +49,9 @@ class LoraParams:
         n_texts: texts read from the dataset.
         keep_sparsity: after merging, set weights that were exactly zero in the input back to zero (a
             pruned model stays pruned; the merged update would otherwise fill the zeros).
+        merge: merge the adapters into the weights (a plain model every later step takes); false keeps them unmerged
+            over the frozen base (a ``peft-adapter`` artifact: the base's weights and peft's adapter files), which
+            only inference-time steps and the suites take.
     """
 
     r: int = 8
@@ -62,6 +65,7 @@ class LoraParams:
     dataset: str | None = None
     n_texts: int = 1000
     keep_sparsity: bool = True
+    merge: bool = True
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -175,6 +179,8 @@ class _WeightTraining(Technique):
     @classmethod
     def output_format(cls, input_format: str, params: Any) -> str:
         super().output_format(input_format, params)
+        if not getattr(params, "merge", True):
+            return F.PEFT_ADAPTER
         if input_format == F.TORCH_LOWRANK:
             return F.TORCH_LOWRANK
         if input_format == F.TORCH_SPARSE and getattr(params, "keep_sparsity", False):
@@ -223,12 +229,13 @@ def fine_tune(handle: ModelHandle, ctx: TechniqueContext, p: Any, prepare: Calla
     train it on ``p.dataset`` (``p.n_texts`` texts cut into ``p.seq_len`` blocks, ``p.batch_size`` per step, ``p.lr``)
     for the step budget (``p.max_steps``, else the spec's, else 50), ``finish`` it (merge) and, with
     ``p.keep_sparsity``, set the input's zero weights back to zero. ``blocks``: the token blocks to train on instead
-    of ``p.dataset``'s (a caller that holds some out or mixes in others)."""
+    of ``p.dataset``'s (a caller that holds some out or mixes in others). With ``p.merge`` false (:func:`finisher`) the
+    adapters stay unmerged and the base's zeros are untouched (the base is frozen)."""
     from adapters.corpus import resolve_texts
 
     handle.activate()
     base = copied_model(handle)
-    masks = zero_masks(base) if p.keep_sparsity else {}
+    masks = zero_masks(base) if p.keep_sparsity and getattr(p, "merge", True) else {}
     if blocks is None:
         blocks = token_blocks(handle.tokenizer, resolve_texts(ctx, p.dataset, p.n_texts), p.seq_len)
     steps = step_budget(p.max_steps, ctx, 50)
@@ -244,6 +251,12 @@ def fine_tune(handle: ModelHandle, ctx: TechniqueContext, p: Any, prepare: Calla
     return FineTuned(finished, result, trainable, total, trained, bool(masks))
 
 
+def finisher(p: Any, merge: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``merge`` when ``p.merge`` (the default), else keep the peft model as it is: adapters unmerged, for a
+    ``peft-adapter`` artifact."""
+    return merge if getattr(p, "merge", True) else (lambda model: model)
+
+
 def trained_parameters(model: Any) -> dict[str, int]:
     """``{name: elements}`` of the parameters that receive gradients (``named_parameters`` names a tied one once)."""
     return {name: w.numel() for name, w in model.named_parameters() if w.requires_grad}
@@ -251,7 +264,7 @@ def trained_parameters(model: Any) -> dict[str, int]:
 
 @technique("peft.lora")
 class Lora(_WeightTraining):
-    """LoRA fine-tuning through peft (Hu et al., 2021), merged into the weights after training."""
+    """LoRA fine-tuning through peft (Hu et al., 2021), merged into the weights after training (or kept unmerged)."""
 
     Params = LoraParams
     requires = ("peft", "torch", "transformers")
@@ -259,7 +272,7 @@ class Lora(_WeightTraining):
 
     def apply(self, handle: ModelHandle, ctx: TechniqueContext) -> Applied:
         p = self.params
-        run = fine_tune(handle, ctx, p, lambda m: lora_model(m, p), lambda m: m.merge_and_unload())
+        run = fine_tune(handle, ctx, p, lambda m: lora_model(m, p), finisher(p, lambda m: m.merge_and_unload()))
         report = TrainReport(run.result.steps, finite(run.result.first_loss), finite(run.result.final_loss),
                              run.trainable_params, run.total_params, run.sparsity_kept)
         return Applied(handle.derive(model=run.model), report)

@@ -244,7 +244,7 @@ class Rag(Technique):
     requires = ("bm25s",)
     inference_time = True
     uses_seed = False
-    accepts = F.TORCH_BACKEND + (F.ONNX, F.GGUF)
+    accepts = F.EVALUABLE
     dataset_params: ClassVar[tuple[str, ...]] = ("corpus",)
 
     @classmethod

@@ -62,7 +62,7 @@ EXEMPLAR_TEXT = "Q: {{question}}\nA:"
 #: lm-eval's filter when a task declares none (its metric's key is ``<metric>,none``)
 DEFAULT_FILTER = {"name": "none", "filter": [{"function": "take_first"}]}
 SAMPLING_DEFAULTS = {"temperature": 0.7, "top_k": 40, "top_p": 1.0}
-ACCEPTS = F.TORCH_BACKEND + (F.ONNX, F.GGUF)
+ACCEPTS = F.EVALUABLE
 
 
 @cache
