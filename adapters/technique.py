@@ -367,6 +367,9 @@ class DataTechnique(Technique):
     accepts: ClassVar[tuple[str, ...]] = ()
     uses_seed: ClassVar[bool] = False
     selects: ClassVar[bool] = True
+    #: whether ``select`` reads ``ctx.inputs["reference"]`` (False: the planner gives it no model, so none is loaded
+    #: and none is part of the dataset node's identity)
+    uses_reference: ClassVar[bool] = True
     role_formats: ClassVar[dict[str, tuple[str, ...]]] = {"reference": F.TORCH_BACKEND + (F.ONNX,)}
 
     def select(self, texts: list[Any], ctx: TechniqueContext) -> Selected:

@@ -434,7 +434,11 @@ class _Planner:
             if not issubclass(cls, DataTechnique):
                 self.fail(step.where, f"{cls.name} produces a model; dataset steps must be data.* techniques")
             params = dict(step.params)
-            reference = self._reference(step, "reference", params.pop("reference", None), base)
+            reference = None
+            if cls.uses_reference:
+                reference = self._reference(step, "reference", params.pop("reference", None), base)
+            elif "reference" in params:
+                self.fail(f"{step.where}.reference", f"{cls.name} reads no model: drop `reference:`")
             built = build_params(cls, params, where=f"{self.spec.file}: {step.where}")
             named: dict[str, Any] = {}  # the datasets its `dataset_params` name (e.g. data.dsir's `target`)
             data = self._named_data(step, cls, built, named, base)
@@ -442,13 +446,13 @@ class _Planner:
         self.dataset_nodes[ds.name] = current
         return current
 
-    def _data_node(self, cls: type[Technique], built: Any, texts: str, reference: str, label: str,
+    def _data_node(self, cls: type[Technique], built: Any, texts: str, reference: str | None, label: str,
                    named: dict[str, Any] | None = None, data: list[str] | None = None) -> str:
-        """A data technique applied to dataset node ``texts`` with model node ``reference`` (and the dataset nodes
-        ``named`` by its ``dataset_params``; ``data``: digests of the local files it reads itself); the seed is part
-        of its identity only where the technique depends on it."""
+        """A data technique applied to dataset node ``texts`` with model node ``reference`` (None for a technique that
+        reads no model; and the dataset nodes ``named`` by its ``dataset_params``; ``data``: digests of the local files
+        it reads itself); the seed is part of its identity only where the technique depends on it."""
         full = params_dict(built)
-        inputs = {"texts": texts, "reference": reference, **(named or {})}
+        inputs = {"texts": texts, **({"reference": reference} if reference is not None else {}), **(named or {})}
         ident: dict[str, Any] = {"technique": cls.name, "version": cls.version, "params": full, "inputs": inputs}
         if data:
             ident["data"] = data

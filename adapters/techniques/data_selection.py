@@ -188,6 +188,7 @@ class Dedup(DataTechnique):
     """
 
     Params = DedupParams
+    uses_reference = False
     requires = ("datasketch",)
 
     def select(self, texts: list[Any], ctx: TechniqueContext) -> Selected:
@@ -374,6 +375,7 @@ class Dsir(DataTechnique):
     """
 
     Params = DsirParams
+    uses_reference = False
     requires = ("data-selection", "nltk")
     dataset_params: ClassVar[tuple[str, ...]] = ("target",)
 
@@ -635,6 +637,7 @@ class RandomSelection(DataTechnique):
     (the same size, the same downstream step)."""
 
     Params = RandomParams
+    uses_reference = False
     requires = ("numpy",)
 
     @classmethod

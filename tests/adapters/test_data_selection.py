@@ -273,6 +273,23 @@ def test_dsir_before_lora_plans_with_its_target_as_an_input():
     assert {"pool", "kitchen", "picked"} <= set(snippet["datasets"])
 
 
+def test_selections_that_read_no_model_get_none():
+    plan = _plan("kitchen")
+    for name in ("data.dsir", "data.dedup"):
+        (node,) = [n for n in plan.nodes.values() if n.technique == name]
+        assert "reference" not in node.inputs  # no model loaded, none in the node's identity
+    other = textwrap.dedent(DSIR_SPEC.format(target="kitchen")).replace("base: tiny-llama", "base: smollm2-135m-instruct")
+    from harness.plan import make_plan
+    from harness.spec import parse_spec
+
+    switched = make_plan(parse_spec(other, file="spec.yaml"))  # the same selection whatever the base
+    assert {n.hash for n in plan.nodes.values() if n.technique == "data.dsir"} == \
+        {n.hash for n in switched.nodes.values() if n.technique == "data.dsir"}
+    refused = textwrap.dedent(DSIR_SPEC.format(target="kitchen")).replace("data.dedup]", "{data.dedup: {reference: base}}]")
+    with pytest.raises(SpecError, match=r"datasets.picked.steps\[1\].reference: data.dedup reads no model"):
+        make_plan(parse_spec(refused, file="spec.yaml"))
+
+
 def test_an_undefined_dsir_target_is_a_plan_time_error():
     with pytest.raises(SpecError) as err:
         _plan("nowhere")
