@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -194,7 +194,7 @@ class _Planner:
         self.dataset_nodes: dict[str, str] = {}
         self.building: list[str] = []  # the datasets being planned, outermost first (to refuse a cycle)
 
-    def fail(self, fld: str, message: str) -> None:
+    def fail(self, fld: str, message: str) -> NoReturn:
         raise SpecError(message, file=self.spec.file, field=fld)
 
     def build(self) -> Plan:
