@@ -74,8 +74,8 @@ def _arrow(a: Any, b: Any, digits: int = 2) -> str:
 
 
 def adapt_table(con: Any, paths: list[dict[str, Any]]) -> list[str]:
-    out = ["## ondevice.adapt: local adaptation under a memory budget (GSM8K local data, 30 steps of 4 x 128 tokens)",
-           "", "| path | budget GB | configuration | estimated peak GB | measured peak GB (child VmHWM) | trained params "
+    out = ["## ondevice.adapt: local adaptation under a memory budget (GSM8K local data, batches of 4 x 128 tokens)",
+           "", "| path | budget GB | configuration (steps) | estimated peak GB | measured peak GB (child VmHWM) | trained params "
            "| local ppl before → after (held-out blocks) | WikiText-2 word ppl ↓ | step s |",
            "|---|---|---|---|---|---|---|---|---|"]
     for p in paths:
@@ -89,7 +89,7 @@ def adapt_table(con: Any, paths: list[dict[str, Any]]) -> list[str]:
             continue
         r = n["report"]
         under = "under" if r["measured_peak_bytes"] <= r["budget_bytes"] else "OVER"
-        out.append(f"| {p['name']} | {r['budget_bytes'] / GB:.1f} | {r['configuration']} | "
+        out.append(f"| {p['name']} | {r['budget_bytes'] / GB:.1f} | {r['configuration']} ({r['steps']}) | "
                    f"{r['estimated_peak_bytes'] / GB:.3f} | {r['measured_peak_bytes'] / GB:.3f} ({under} the budget) | "
                    f"{r['trainable_params']:,} | {_arrow(r['perplexity_before'], r['perplexity_after'])} "
                    f"({r['held_out_blocks']}) | {wikitext(con, chain[-1])} | {_num(n['wall_time_s'], 0)} |")
@@ -100,10 +100,10 @@ def adapt_table(con: Any, paths: list[dict[str, Any]]) -> list[str]:
 
 
 def continual_table(con: Any, paths: list[dict[str, Any]]) -> list[str]:
-    out = ["## ondevice.continual: three chunks of local data (GSM8K → HellaSwag → PIQA), 20 LoRA steps each", "",
-           "| path | after chunk | train blocks (+ replayed) | chunk's held-out ppl before → after (gain) "
+    out = ["## ondevice.continual: three chunks of local data (GSM8K → HellaSwag → PIQA), LoRA merged after each", "",
+           "| path | after chunk | steps | train blocks (+ replayed) | chunk's held-out ppl before → after (gain) "
            "| earlier chunks' held-out ppl before → after (forgetting) | WikiText-2 word ppl ↓ | step s |",
-           "|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|"]
     base_done = False
     for p in paths:
         chain = _chain(p)
@@ -111,20 +111,20 @@ def continual_table(con: Any, paths: list[dict[str, Any]]) -> list[str]:
         if not nodes or any(n.get("technique") != "ondevice.continual" for n in nodes):
             continue
         if not base_done:
-            out.append(f"| (base) | 0 | — | — | — | {wikitext(con, chain[0])} | — |")
+            out.append(f"| (base) | 0 | — | — | — | — | {wikitext(con, chain[0])} | — |")
             base_done = True
         for h, n in zip(chain[1:], nodes, strict=True):
             ds = n["params"].get("dataset")
             where = f"{n['report'].get('chunk_index', '?') + 1}: {ds} ({CHUNK_DOMAINS.get(ds, '?')})" if n["report"] else ds
             if n["status"] != "ok":
-                out.append(f"| {p['name']} | {where} | failed: {_refusal(n)} | — | — | — | — |")
+                out.append(f"| {p['name']} | {where} | — | failed: {_refusal(n)} | — | — | — | — |")
                 continue
             r = n["report"]
             replay = (f"{r['train_blocks']} + {r['replay_blocks']} of {n['params'].get('replay_from')}"
                       if n["params"].get("replay_from") else f"{r['train_blocks']}")
             forgot = (_arrow(r["forgetting_before"], r["forgetting_after"]) if r.get("forgetting_before") is not None
                       else "—")
-            out.append(f"| {p['name']} | {where} | {replay} | {_arrow(r['perplexity_before'], r['perplexity_after'])} "
+            out.append(f"| {p['name']} | {where} | {r['steps']} | {replay} | {_arrow(r['perplexity_before'], r['perplexity_after'])} "
                        f"| {forgot} | {wikitext(con, h)} | {_num(n['wall_time_s'], 0)} |")
     return out + [""]
 
@@ -134,7 +134,7 @@ def _mb(n: Any) -> str:
 
 
 def federated_table(con: Any, paths: list[dict[str, Any]]) -> list[str]:
-    out = ["## Federated learning vs centralized LoRA: the same four-domain corpus, 48 optimizer steps of 4 x 128 tokens",
+    out = ["## Federated learning vs centralized LoRA: the same four-domain corpus, batches of 4 x 128 tokens",
            "", "| path | method | clients: blocks | steps (clients x rounds x local) | global val loss before → "
            "round 1, 2, 3 ↓ | MiB up / down per round | WikiText-2 word ppl ↓ | step s | peak RSS MiB |",
            "|---|---|---|---|---|---|---|---|---|"]

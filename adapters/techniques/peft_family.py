@@ -415,8 +415,7 @@ def prompt_tuning_model(model: Any, tokenizer: Any, p: PromptTuningParams) -> An
 
 @technique("peft.prompt_tuning")
 class PromptTuning(_WeightTraining):
-    """Prompt tuning (Lester et al., 2021, "The Power of Scale for Parameter-Efficient Prompt Tuning") through peft: a
-    soft prompt of learned embeddings is prepended to every input of the frozen model.
+    """Prompt tuning (Lester et al., 2021) through peft: a soft prompt of learned embeddings before every input.
 
     Nothing can be merged into the weights: the result is a ``peft-adapter`` artifact (the base and peft's adapter
     files), which inference-time steps and every suite take; scoring drops the soft prompt's positions."""

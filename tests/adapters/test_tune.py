@@ -24,7 +24,7 @@ def completion_nll(handle, records):
 def test_smollm2_lora_sft_lowers_loss_on_its_data(smollm2, tmp_path):
     train = instruction_pairs(64, seed=0)  # what tune.sft reads by default (n_examples, ctx seed 0)
     unseen = instruction_pairs(96, seed=1)[-32:]
-    out = apply("tune.sft", {"peft": "lora", "max_steps": 24, "lr": 5e-4, "n_examples": 64, "batch_size": 4,
+    out = apply("tune.sft", {"peft": "lora", "max_steps": 10, "lr": 1e-3, "n_examples": 64, "batch_size": 4,
                              "max_length": 128}, smollm2, tmp_path)
     before, after = completion_nll(smollm2, train[:32]), completion_nll(out, train[:32])
     held_before, held_after = completion_nll(smollm2, unseen), completion_nll(out, unseen)
@@ -40,7 +40,7 @@ def test_smollm2_peft_lora_recovers_magnitude_pruning(smollm2, benchmarks_dir, t
     lines = wikitext.lines()
     texts = [t for t in wikitext.lines(n=200)[8:]]  # training text disjoint from the scored lines
     pruned = apply("prune.magnitude", {"sparsity": 0.3}, smollm2, tmp_path / "p")
-    tuned = apply("peft.lora", {"max_steps": 30, "lr": 5e-4, "seq_len": 128, "batch_size": 4, "dataset": "wiki"},
+    tuned = apply("peft.lora", {"max_steps": 16, "lr": 1e-3, "seq_len": 128, "batch_size": 4, "dataset": "wiki"},
                   pruned, tmp_path / "l", datasets={"wiki": texts})
     ppl = {"base": wikitext.ppl(smollm2, lines), "pruned30": wikitext.ppl(pruned, lines), "lora": wikitext.ppl(tuned, lines)}
     rec = tuned.lineage[-1].report
