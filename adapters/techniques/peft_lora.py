@@ -2,8 +2,9 @@
 Large Language Models"): the base weights are frozen, each targeted linear W gets a trainable update
 (alpha / r) B A with A (r x in) and B (out x r, zero-initialized), trained for a step budget on a corpus
 with next-token cross-entropy, then merged into W (``merge_and_unload``) so the result is a plain model
-every later step and suite can use (``merge: false`` keeps the adapters unmerged: a ``peft-adapter`` artifact). On a low-rank input the adapters go on both factors of each targeted
-pair (the result stays low-rank); a quantized input is dequantized first (recorded in the lineage).
+every later step and suite can use (``merge: false`` keeps the adapters unmerged: a ``peft-adapter``
+artifact). On a low-rank input the adapters go on both factors of each targeted pair (the result stays
+low-rank); a quantized input is dequantized first (recorded in the lineage).
 """
 
 from __future__ import annotations
