@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,10 +32,14 @@ def benchmarks_dir() -> Path:
 
 
 class WikiText:
-    """WikiText-2 test lines (no headings) and the token-level perplexity of a handle on them."""
+    """WikiText-2 test lines (no headings) and the token-level perplexity of a handle on them (remembered per live
+    handle and lines: the session's SmolLM2 is scored once, not in every slow test that compares against it)."""
 
     def __init__(self, root: Path):
+        import weakref
+
         self.root = root
+        self._scored: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], float]] = weakref.WeakKeyDictionary()
 
     def lines(self, n: int = 8) -> list[str]:
         from adapters.corpus import read_texts
@@ -42,13 +47,15 @@ class WikiText:
         texts = read_texts(self.root / "wikitext2" / "wiki.test.raw", min_chars=200)
         return [t for t in texts if not t.startswith("=")][:n]
 
-    @staticmethod
-    def ppl(handle, lines: list[str]) -> float:
+    def ppl(self, handle, lines: list[str]) -> float:
         import torch
 
-        lls = handle.loglikelihood_rolling(lines)
-        n = sum(len(handle.tokenizer(t, add_special_tokens=False).input_ids) for t in lines)
-        return float(torch.tensor(-sum(lls) / n).exp())
+        known = self._scored.setdefault(handle, {})
+        if tuple(lines) not in known:
+            lls = handle.loglikelihood_rolling(lines)
+            n = sum(len(handle.tokenizer(t, add_special_tokens=False).input_ids) for t in lines)
+            known[tuple(lines)] = float(torch.tensor(-sum(lls) / n).exp())
+        return known[tuple(lines)]
 
 
 @pytest.fixture(scope="session")
