@@ -31,10 +31,22 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = No
     return out
 
 
+#: the statements ``--sql`` runs (one per call): queries only
+SQL_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
 def run_sql(db: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Any read-only SQL against the database (views: leaderboard, metrics_long, metrics_wide, node_costs)."""
-    with connect(db, read_only=True) as con:
+    """One read-only query against the database (views: leaderboard, metrics_long, metrics_wide, node_costs), on a
+    read-only connection that reaches no other file, no network and no extension (:data:`results.store.SANDBOX`);
+    anything but a single SELECT or EXPLAIN is refused before it runs."""
+    with connect(db, read_only=True, sandbox=True) as con:
         try:
+            statements = con.extract_statements(sql)
+            if len(statements) != 1:
+                raise UsageError(f"--sql: one query at a time (got {len(statements)} statements)")
+            kind = statements[0].type.name
+            if kind not in SQL_STATEMENTS:
+                raise UsageError(f"--sql runs read-only queries ({', '.join(SQL_STATEMENTS)}), not {kind}")
             cur = con.execute(sql)
         except duckdb.Error as exc:
             raise UsageError(f"--sql: {str(exc).splitlines()[0]} (views: {', '.join(VIEWS)})") from exc

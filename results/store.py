@@ -42,17 +42,28 @@ def locked(path: Path, shared: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+#: DuckDB settings of a connection that reaches nothing but its own database: no other file (ATTACH, COPY, EXPORT,
+#: read_csv/read_text/glob...), no network, no extension install or load, and no SET that would undo this
+SANDBOX: dict[str, Any] = {"enable_external_access": False, "autoinstall_known_extensions": False,
+                           "autoload_known_extensions": False, "lock_configuration": True}
+
+
 @contextlib.contextmanager
-def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection under the lock. Readers of a missing database get an empty in-memory one."""
+def connect(path: str | Path, read_only: bool = False, sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection under the lock. Readers of a missing database get an empty in-memory one.
+    ``sandbox`` (read-only connections): the connection can reach no file, network or extension (:data:`SANDBOX`)."""
     path = Path(path)
+    if sandbox and not read_only:
+        raise ValueError("a sandboxed connection is read-only")
     with locked(path, shared=read_only):
         if read_only and not path.exists():
             con = duckdb.connect(":memory:")
             migrate(con)
             create_views(con)
+            for key, value in SANDBOX.items() if sandbox else ():  # lock_configuration last: the others first
+                con.execute(f"SET {key} = {str(value).lower()}")
         else:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=dict(SANDBOX) if sandbox else {})
         try:
             yield con
         finally:
