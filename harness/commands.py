@@ -40,8 +40,13 @@ def run_cmd(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     strict: Annotated[bool, typer.Option("--strict", help="refuse grid combinations whose formats do not fit "
                                                             "instead of dropping them")] = False,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="exit 0 even when a technique step or a "
+                                                                        "suite run failed")] = False,
 ) -> None:
-    """Run an experiment: compute every path's nodes, run the suites, store the results, build the site."""
+    """Run an experiment: compute every path's nodes, run the suites, store the results, build the site.
+
+    Exits 1 when a technique step or a suite run failed (every other path still ran and is stored), unless
+    ``--allow-partial``."""
     import os
 
     from harness.runner import Runner
@@ -71,6 +76,10 @@ def run_cmd(
         site = _build_site(summary.db_path, ws / "site")
         if site:
             typer.echo(f"leaderboard: {site / 'index.html'}")
+    if summary.status != "ok" and not allow_partial:
+        typer.echo(f"exit 1: {summary.steps_failed} technique steps and {summary.suite_runs_failed} suite runs failed "
+                   f"(the rest is stored; --allow-partial exits 0)", err=True)
+        raise typer.Exit(1)
 
 
 def _build_site(db: Path, out: Path) -> Path | None:

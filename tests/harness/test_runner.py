@@ -68,6 +68,26 @@ def test_failure_is_isolated_and_recorded(test_components, tmp_path):
     assert names == ["tune.test_noise"]
 
 
+def test_a_partial_run_exits_1_unless_allowed(test_components, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(textwrap.dedent("""
+    name: failing
+    base: tiny-llama
+    suites: {test_nll: {}}
+    paths:
+      - [{prune.test_fail: {message: deliberate failure}}]
+      - [tune.test_noise]
+    """))
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(spec_file), "-w", str(tmp_path / "ws"), "--no-leaderboard",
+           "--no-progress"]
+    partial = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    assert partial.returncode == 1, partial.stderr[-2000:]
+    assert "failed: " in partial.stdout and "exit 1: 1 technique steps and 0 suite runs failed" in partial.stderr
+    assert rows(tmp_path / "ws", "SELECT count(*) FROM metrics_long")[0] == (1,)  # the other path is stored
+    allowed = subprocess.run([*cmd, "--allow-partial"], capture_output=True, text=True, env=os.environ.copy())
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+
+
 def test_evaluate_all_measures_intermediate_nodes(test_components, tmp_path):
     spec = "name: all\nbase: tiny-llama\nevaluate: all\nsuites: {test_nll: {}}\npaths: [[tune.test_noise, tune.test_noise]]\n"
     summary = run(spec, tmp_path)
