@@ -19,6 +19,13 @@ def default_spec_path() -> Path:
     return Path(str(resources.files("harness") / "specs" / DEFAULT_SPEC))
 
 
+def _echo(text: str) -> None:
+    """One line for the terminal, control characters in names escaped (a path name cannot drive the terminal)."""
+    from results.report import printable
+
+    typer.echo(printable(text))
+
+
 def _load(spec: str | None) -> Any:
     from harness.spec import load_spec
 
@@ -58,24 +65,24 @@ def run_cmd(
     summary = Runner(parsed, ws, executor=executor, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"),
                      progress=progress, strict=strict, jobs=jobs, ray_address=ray_address, retries=retries).run()
     for dropped in summary.dropped:
-        typer.echo(f"  dropped (formats do not fit): {dropped}")
-    typer.echo(
+        _echo(f"  dropped (formats do not fit): {dropped}")
+    _echo(
         f"run {summary.run_id} ({parsed.name}): {summary.status} in {summary.wall_time_s:.1f}s; "
         f"technique steps executed {summary.steps_executed}, cached {summary.steps_cached}, failed {summary.steps_failed}; "
         f"suite runs executed {summary.suite_runs_executed}, already done {summary.suite_runs_skipped}, "
         f"failed {summary.suite_runs_failed}" + (f", refused {summary.suite_runs_refused}" if summary.suite_runs_refused else "")
     )
     for refusal in summary.refusals:
-        typer.echo(f"  refused: {refusal[:300]}")
+        _echo(f"  refused: {refusal[:300]}")
     for skipped in summary.skipped_profiles:
-        typer.echo(f"  hardware profile skipped: {skipped}")
+        _echo(f"  hardware profile skipped: {skipped}")
     for failure in summary.failures:
-        typer.echo(f"  failed: {failure.splitlines()[0][:300]}")
-    typer.echo(f"results: {summary.db_path}")
+        _echo(f"  failed: {failure.splitlines()[0][:300]}")
+    _echo(f"results: {summary.db_path}")
     if leaderboard:
         site = _build_site(summary.db_path, ws / "site")
         if site:
-            typer.echo(f"leaderboard: {site / 'index.html'}")
+            _echo(f"leaderboard: {site / 'index.html'}")
     if summary.status != "ok" and not allow_partial:
         typer.echo(f"exit 1: {summary.steps_failed} technique steps and {summary.suite_runs_failed} suite runs failed "
                    f"(the rest is stored; --allow-partial exits 0)", err=True)
@@ -86,7 +93,7 @@ def _build_site(db: Path, out: Path) -> Path | None:
     try:
         from leaderboard.build import build_site
     except ModuleNotFoundError:
-        typer.echo("leaderboard: not built (the leaderboard package is not installed)")
+        _echo("leaderboard: not built (the leaderboard package is not installed)")
         return None
     build_site(db, out)
     return out
@@ -110,24 +117,24 @@ def plan_cmd(
     plan = make_plan(_load(spec), strict=strict, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"))
     cache = ArtifactCache(ws / "artifacts")
     done = _completed_runs(ws / "results.duckdb")
-    typer.echo(f"experiment {plan.spec.name}: {len(plan.paths)} paths, {len(plan.nodes)} nodes")
+    _echo(f"experiment {plan.spec.name}: {len(plan.paths)} paths, {len(plan.nodes)} nodes")
     for node in plan.nodes.values():
         state = "source" if node.kind == "source" else ("cached" if cache.has(node.hash) or node.technique is None else "todo")
         inputs = ", ".join(f"{role}={_short(h)}" for role, h in node.inputs.items())
         fmt = f" ({node.format})" if node.format else ""
-        typer.echo(f"  {node.hash[:12]} [{state:6s}] {node.kind:7s} {node.label}{fmt}" + (f"  <- {inputs}" if inputs else ""))
+        _echo(f"  {node.hash[:12]} [{state:6s}] {node.kind:7s} {node.label}{fmt}" + (f"  <- {inputs}" if inputs else ""))
     steps = sum(1 for n in plan.technique_nodes() if not cache.has(n.hash))
     runs = sum(1 for r in plan.suite_runs if r.run_key not in done)
-    typer.echo("paths:")
+    _echo("paths:")
     for p in plan.paths:
-        typer.echo(f"  {p.path_id[:12]} [{p.hardware.name}] {p.name}")
+        _echo(f"  {p.path_id[:12]} [{p.hardware.name}] {p.name}")
     for skipped in plan.skipped_profiles:
-        typer.echo(f"hardware profile {skipped.name} skipped: {skipped.reason}")
+        _echo(f"hardware profile {skipped.name} skipped: {skipped.reason}")
     if plan.dropped:
-        typer.echo(f"dropped {len(plan.dropped)} grid combinations whose formats do not fit (--strict refuses them):")
+        _echo(f"dropped {len(plan.dropped)} grid combinations whose formats do not fit (--strict refuses them):")
         for d in plan.dropped:
-            typer.echo(f"  {d.reason}")
-    typer.echo(f"would execute {steps} technique steps and {runs} suite runs "
+            _echo(f"  {d.reason}")
+    _echo(f"would execute {steps} technique steps and {runs} suite runs "
                f"({len(plan.technique_nodes()) - steps} steps cached, {len(plan.suite_runs) - runs} suite runs done)")
 
 

@@ -48,3 +48,19 @@ def test_run_results_baseline_check(test_components, tmp_path):
     bad = slm("check", "--workspace", str(ws), "--baseline", str(base), cwd=tmp_path)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "REGRESSION" in bad.stdout
+
+
+def test_a_path_name_cannot_drive_the_terminal(test_components, tmp_path):
+    """A path named with escape sequences (clear screen, set the window title) is printed escaped by plan, run and
+    results: no control character reaches the terminal."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text('name: hostile\nbase: tiny-llama\nsuites:\n  test_nll: {profile: quick}\npaths:\n'
+                    '  - {name: "evil\\e[2J\\e]0;pwned\\a", steps: [{tune.test_noise: {scale: 0.05}}]}\n')
+    ws = tmp_path / "ws"
+    outputs = [slm("plan", str(spec), "--workspace", str(ws), cwd=tmp_path),
+               slm("run", str(spec), "--workspace", str(ws), "--no-progress", "--no-leaderboard", cwd=tmp_path),
+               slm("results", "--workspace", str(ws), cwd=tmp_path)]
+    for out in outputs:
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "\x1b" not in out.stdout and "\x07" not in out.stdout
+    assert "evil\\x1b[2J\\x1b]0;pwned\\x07" in outputs[0].stdout and "evil\\x1b[2J" in outputs[2].stdout
