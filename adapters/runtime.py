@@ -111,13 +111,41 @@ class ChildRun(NamedTuple):
     kernel_maxrss: int
 
 
+#: the environment variable a parent sets to its pid for :func:`die_with_parent`
+PARENT_PID = "SLM_PARENT_PID"
+
+
+def die_with_parent() -> None:
+    """In a child process the harness started: have Linux SIGKILL it when its parent dies (``PR_SET_PDEATHSIG``), and
+    exit at once when the parent named by ``$SLM_PARENT_PID`` is already gone (it died before this ran). A child of
+    a killed ``slm run`` (a memory-suite measurement, a subprocess worker) must not outlive it. Nothing elsewhere."""
+    parent = os.environ.get(PARENT_PID)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):
+        os._exit(1)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child that dies with it (:func:`die_with_parent`), plus ``extra``."""
+    return {**os.environ, PARENT_PID: str(os.getpid()), **extra}
+
+
 def spawn_python(code: str, argv: list[str]) -> ChildRun:
     """Run ``python -c code *argv`` in a fresh process with this repository on its path, and wait for it.
 
     posix_spawn (vfork-style) rather than fork: a forked child starts with the parent's pages mapped, which the
     child's own memory measurements would then include."""
     root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    env = child_env(PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    code = "from adapters.runtime import die_with_parent\ndie_with_parent()\n" + code
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         actions = [(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
         pid = os.posix_spawn(sys.executable, [sys.executable, "-c", code, *argv], env, file_actions=actions)

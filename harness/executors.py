@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.runtime import child_env
 from harness.cache import ArtifactCache
 from harness.cost import StepCost
 from harness.hardware import HardwareProfile, this_machine
@@ -197,7 +198,7 @@ class SubprocessExecutor:
             task_file, out_file = Path(tmp) / "task.json", Path(tmp) / "out.json"
             task_file.write_text(json.dumps(task, default=str))
             proc = subprocess.run([sys.executable, "-m", "harness.worker", str(task_file), str(out_file)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env=child_env())
             if proc.returncode != 0 or not out_file.exists():
                 return Outcome("failed", error=_exit_reason(proc.returncode), traceback=proc.stderr[-8000:],
                                wall_time_s=time.perf_counter() - start)

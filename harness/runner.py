@@ -103,6 +103,7 @@ class Runner:
         return ResultStore(self.workspace / "results.duckdb")
 
     def _start(self, store: Any, summary: RunSummary) -> None:
+        store.finish_stale_runs()  # runs whose process was killed are `interrupted`, not `running` forever
         env = detect_environment()
         hardware = {"profiles": list(self.spec.hardware)}
         store.start_run(run_id=summary.run_id, spec_name=self.spec.name, spec=self.spec.raw, spec_text=self.spec.text,

@@ -64,4 +64,7 @@ def main(task_file: str, out_file: str) -> int:
 
 
 if __name__ == "__main__":
+    from adapters.runtime import die_with_parent
+
+    die_with_parent()  # a worker of a killed `slm run` stops with it
     sys.exit(main(sys.argv[1], sys.argv[2]))

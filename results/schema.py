@@ -155,7 +155,13 @@ ALTER TABLE nodes ADD COLUMN machine JSON;
 ALTER TABLE suite_runs ADD COLUMN machine JSON;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# v6: the process that owns a run (host, boot id, pid and its start time), so that the next start can finish a run whose
+# process died (kill -9, power loss) as ``interrupted`` instead of leaving it ``running`` forever.
+_V6 = """
+ALTER TABLE runs ADD COLUMN owner JSON;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -42,6 +42,53 @@ def locked(path: Path, shared: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), None where unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_owner(pid: int | None = None) -> dict[str, Any]:
+    """Who runs a run: host, boot id, pid and the process's start time (a reused pid has another start time)."""
+    import socket
+
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": pid, "start_ticks": _start_ticks(pid)}
+
+
+def owner_is_dead(owner: dict[str, Any]) -> bool:
+    """Whether the process ``owner`` names is gone for sure: on this host, after a reboot, or its pid is not running
+    (or runs a later process). False where it cannot be told (another host, no /proc)."""
+    import socket
+
+    if owner.get("host") != socket.gethostname():
+        return False
+    boot = _boot_id()
+    if boot and owner.get("boot_id") and boot != owner["boot_id"]:
+        return True
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    ticks = _start_ticks(pid)
+    return ticks is not None and owner.get("start_ticks") is not None and ticks != owner["start_ticks"]
+
+
 #: DuckDB settings of a connection that reaches nothing but its own database: no other file (ATTACH, COPY, EXPORT,
 #: read_csv/read_text/glob...), no network, no extension install or load, and no SET that would undo this
 SANDBOX: dict[str, Any] = {"enable_external_access": False, "autoinstall_known_extensions": False,
@@ -98,12 +145,25 @@ class ResultStore:
             env_id = _environment(con, environment)
             con.execute(
                 "INSERT INTO runs (run_id, spec_name, spec, spec_text, started_at, status, git_commit, environment,"
-                " hardware, env_id) VALUES (?, ?, ?, ?, now(), 'running', ?, ?, ?, ?)",
-                [run_id, spec_name, _json(spec), spec_text, git_commit, _json(environment), _json(hardware), env_id])
+                " hardware, env_id, owner) VALUES (?, ?, ?, ?, now(), 'running', ?, ?, ?, ?, ?)",
+                [run_id, spec_name, _json(spec), spec_text, git_commit, _json(environment), _json(hardware), env_id,
+                 _json(process_owner())])
 
     def finish_run(self, run_id: str, status: str) -> None:
         with self._tx() as con:
             con.execute("UPDATE runs SET status = ?, finished_at = now() WHERE run_id = ?", [status, run_id])
+
+    def finish_stale_runs(self) -> list[str]:
+        """Mark ``interrupted`` every run still ``running`` whose owning process is gone (same host: the pid is not
+        alive with its recorded start time, or the machine rebooted); runs of other hosts and runs recorded before
+        owners were (no owner) are left as they are. Returns the run ids finished."""
+        with self._tx() as con:
+            stale = [run_id for run_id, owner in con.execute(
+                "SELECT run_id, owner FROM runs WHERE status = 'running' AND owner IS NOT NULL").fetchall()
+                if owner_is_dead(json.loads(owner))]
+            for run_id in stale:
+                con.execute("UPDATE runs SET status = 'interrupted', finished_at = now() WHERE run_id = ?", [run_id])
+        return stale
 
     # -- nodes and paths --------------------------------------------------------------------
     def record_node(self, run_id: str, node: dict[str, Any]) -> None:

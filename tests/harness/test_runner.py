@@ -132,3 +132,5 @@ def test_sigkill_midway_then_resume(test_components, tmp_path):
     assert len(counts) == 9 and all(c == 1 for _, c in counts)
     (dups,) = rows(ws, "SELECT count(*) - count(DISTINCT run_key) FROM suite_runs WHERE status = 'ok'")[0]
     assert dups == 0
+    # the killed run is finished as interrupted by the resume (its process is gone), not left `running`
+    assert sorted(rows(ws, "SELECT status FROM runs")) == [("interrupted",), ("ok",)]

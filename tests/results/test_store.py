@@ -84,8 +84,8 @@ def test_v3_database_migrates_to_the_latest_schema_and_keeps_rows(tmp_path: Path
     con.close()
     ResultStore(db)
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5 == SCHEMA_VERSION
-    assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, 6)]
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 6 == SCHEMA_VERSION
+    assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, 7)]
     assert con.execute("SELECT node_hash, technique, params, wall_time_s, artifact_bytes, run_id, format, report, "
                        "lineage_step, machine FROM nodes").fetchall() == [
         ("n1", "prune.magnitude", '{"sparsity": 0.5}', 1.5, 4096, "r0", None, None, None, None)]
@@ -198,3 +198,30 @@ def test_where_a_task_ran_is_stored_with_that_machines_own_environment(tmp_path:
         ("Worker CPU", 64)]
     assert json.loads(con.execute("SELECT machine FROM nodes").fetchone()[0])["host"] == "worker-4"
     con.close()
+
+
+def test_a_run_whose_process_died_is_finished_as_interrupted(tmp_path: Path):
+    """kill -9 leaves a run `running`; the next start finishes it as `interrupted` when its process is gone (a dead pid,
+    or a live pid that is another process), and leaves alone a live run, another host's run and an owner-less one."""
+    import subprocess
+    import sys
+
+    from results.store import process_owner
+
+    store = ResultStore(tmp_path / "results.duckdb")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owners = {"dead": process_owner(dead.pid), "live": process_owner(), "elsewhere": {**process_owner(), "host": "x"},
+              "reused": {**process_owner(), "start_ticks": -1}, "unknown": None}
+    for run_id, owner in owners.items():
+        store.start_run(run_id=run_id, spec_name=run_id, spec={}, spec_text="", environment={}, hardware={},
+                        git_commit=None)
+        with store._tx() as con:
+            con.execute("UPDATE runs SET owner = ? WHERE run_id = ?", [json.dumps(owner) if owner else None, run_id])
+    assert sorted(store.finish_stale_runs()) == ["dead", "reused"]
+    con = duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True)
+    status = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+    finished = {r for (r,) in con.execute("SELECT run_id FROM runs WHERE finished_at IS NOT NULL").fetchall()}
+    con.close()
+    assert status == {"dead": "interrupted", "reused": "interrupted", "live": "running", "elsewhere": "running",
+                      "unknown": "running"} and finished == {"dead", "reused"}
