@@ -143,15 +143,13 @@ def _short(ref: Any) -> str:
 
 
 def _completed_runs(db: Path) -> set[str]:
+    """The suite runs stored as done (read-only: planning writes nothing, and reads a read-only workspace)."""
     if not db.exists():
         return set()
-    from results.store import ResultStore
+    from results.store import connect
 
-    store = ResultStore(db)
-    try:
-        return set(store.completed_suite_runs())
-    finally:
-        store.close()
+    with connect(db, read_only=True) as con:
+        return {r[0] for r in con.execute("SELECT run_key FROM suite_runs WHERE status = 'ok'").fetchall()}
 
 
 cache_app = typer.Typer(help="The artifact cache (<workspace>/artifacts).", no_args_is_help=True)

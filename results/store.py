@@ -31,10 +31,20 @@ _MAX_TEXT = 2000  # predictions are kept for inspection, not as a corpus
 
 @contextlib.contextmanager
 def locked(path: Path, shared: bool = False) -> Iterator[None]:
-    """Hold the database's inter-process lock (shared for readers, exclusive for writers)."""
+    """Hold the database's inter-process lock (shared for readers, exclusive for writers). A reader creates nothing
+    and opens nothing for writing (a read-only workspace is readable): without a lock file no writer has written
+    there, so there is nothing to wait for."""
     lock_path = Path(str(path) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
+    if shared:
+        try:
+            fh = open(lock_path)  # flock needs no write access
+        except (FileNotFoundError, PermissionError):
+            yield
+            return
+    else:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_path, "a+")
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield

@@ -64,3 +64,26 @@ def test_a_path_name_cannot_drive_the_terminal(test_components, tmp_path):
         assert out.returncode == 0, out.stdout + out.stderr
         assert "\x1b" not in out.stdout and "\x07" not in out.stdout
     assert "evil\\x1b[2J\\x1b]0;pwned\\x07" in outputs[0].stdout and "evil\\x1b[2J" in outputs[2].stdout
+
+
+def test_readers_create_nothing(test_components, tmp_path):
+    """results, plan and compare on a workspace write nothing into it (no lock file, no folder, no migration); on a
+    workspace that does not exist they create none."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    ws = tmp_path / "ws"
+    assert slm("run", str(spec), "--workspace", str(ws), "--no-progress", "--no-leaderboard", cwd=tmp_path).returncode == 0
+    (ws / "results.duckdb.lock").unlink()
+
+    def listing():
+        return sorted((str(p.relative_to(ws)), p.stat().st_mtime_ns) for p in ws.rglob("*"))
+
+    before = listing()
+    for args in (("results",), ("results", "--sql", "SELECT count(*) FROM metrics"), ("plan", str(spec))):
+        out = slm(*args, "--workspace", str(ws), cwd=tmp_path)
+        assert out.returncode == 0, out.stdout + out.stderr
+    assert listing() == before
+    missing = tmp_path / "nowhere"
+    for args in (("results",), ("plan", str(spec))):
+        assert slm(*args, "--workspace", str(missing), cwd=tmp_path).returncode == 0
+    assert not missing.exists()
