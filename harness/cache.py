@@ -47,7 +47,11 @@ class ArtifactCache:
             (tmp / NODE_FILE).write_text(json.dumps({**meta, "created": time.time()}, indent=2, default=str))
             if target.exists():  # computed concurrently by another run: keep the first
                 return target
-            os.rename(tmp, target)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another run renamed the same node into place between the check and here: keep it
+                if not self.has(node_hash):
+                    raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -75,3 +76,22 @@ def test_cache_write_is_atomic(tmp_path):
     assert [e["hash"] for e in cache.entries()] == ["abc"]
     assert cache.prune() == [f"{TMP_PREFIX}zzz"]
     assert cache.prune(keep=set()) == ["abc"] and not cache.has("abc")
+
+
+def test_two_runs_finishing_the_same_node_keep_the_first(tmp_path, monkeypatch):
+    """The race seen: the other run renames the same node into place after this one checked for it (the rename
+    then meets a non-empty directory): the first copy is kept, no error, no stray temporary folder."""
+    import harness.cache as cache_module
+
+    cache = ArtifactCache(tmp_path)
+    real_rename = os.rename
+
+    def rename_after_the_other_run(src, dst):
+        monkeypatch.setattr(cache_module.os, "rename", real_rename)
+        cache.write("abc", lambda d: (d / "x").write_text("first"), {"kind": "model", "label": "first"})
+        real_rename(src, dst)
+
+    monkeypatch.setattr(cache_module.os, "rename", rename_after_the_other_run)
+    assert cache.write("abc", lambda d: (d / "x").write_text("second"), {"label": "second"}) == tmp_path / "abc"
+    assert cache.meta("abc")["label"] == "first" and (tmp_path / "abc" / "x").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["abc"]
