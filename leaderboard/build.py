@@ -9,8 +9,13 @@ containing HTML renders as text everywhere.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +49,24 @@ def build_site(db: str | Path, out: str | Path) -> Path:
     Raises:
         UsageError: ``out`` exists, is not empty and is not a site this function built.
     """
-    out = Path(out)
+    final = Path(out)
+    _check_replaceable(final)
     data = load(db)
-    _prepare(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))  # built aside, then swapped in
+    out.chmod(0o755)  # a site is for reading (mkdtemp makes it private)
+    try:
+        _prepare(out)
+        _render(data, out)
+        with _site_lock(final):  # two runs building the same site: one swap after the other, never interleaved
+            _check_replaceable(final)
+            _swap(out, final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return final
+
+
+def _render(data: SiteData, out: Path) -> None:
     # a path next to this file, not PackageLoader: setuptools' strict editable installs (as tox makes them)
     # expose no package directory for non-Python folders
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
@@ -71,15 +91,38 @@ def build_site(db: str | Path, out: str | Path) -> Path:
         _write(out / "suites" / f"{page_name(suite)}.html", suite_tpl.render(
             root="../", title=suite, suite=suite,
             data_json=f'{{"paths":{index},"keys":{keys},"rows":{script_safe(payload)}}}', **common))
-    return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that is not one of our sites."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
+        raise UsageError(f"{out} exists and is not a leaderboard site built here: give an empty or new --out")
+
+
+@contextlib.contextmanager
+def _site_lock(out: Path) -> Iterator[None]:
+    with open(out.parent / f".{out.name}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _swap(built: Path, out: Path) -> None:
+    """Put the built site at ``out``: the old one is renamed aside first and deleted after (a reader sees the old or
+    the new site whole, never a half-written one)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "site")
+    os.rename(built, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _prepare(out: Path) -> None:
-    """Empty ``out`` for a new build, refusing to delete a folder that is not one of our sites."""
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists()):
-            raise UsageError(f"{out} exists and is not a leaderboard site built here: give an empty or new --out")
-        shutil.rmtree(out)
+    """Lay out an empty folder for a new build."""
     for sub in ("paths", "suites", "data"):
         (out / sub).mkdir(parents=True)
     (out / MARKER).write_text("built by slm leaderboard build; the whole folder is replaced on rebuild\n")

@@ -276,3 +276,22 @@ def test_load_upper_bound_and_invalid_bound_are_marked(tmp_path: Path):
     assert '<span class="load">⚠</span> measured while other processes' in index  # the overview legend
     script = (site / "static" / "site.js").read_text()
     assert '"_under_load"' in script and '"_upper_bound"' in script and " ⚠" in script
+
+
+def test_concurrent_builds_of_one_site_all_succeed_and_leave_it_whole(tmp_path: Path):
+    """The race seen: two runs building the site at once deleted each other's files. Each build now writes a folder of
+    its own and swaps it in under a lock: 6 builds at once, 0 errors, the site whole, nothing left beside it."""
+    import multiprocessing as mp
+
+    db = tmp_path / "results.duckdb"
+    write_run(db, "r1", {"base": {"acc_correct": outcomes(50, 0.7, 1), "latency": latencies(10, 0.05, 1),
+                                  "energy": 0.5}})
+    out = tmp_path / "site"
+    build_site(db, out)
+    pages = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    with mp.get_context("spawn").Pool(6) as pool:
+        results = [pool.apply_async(build_site, (db, out)) for _ in range(6)]
+        assert [r.get(timeout=300) for r in results] == [out] * 6
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == pages
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".site.lock", "results.duckdb", "results.duckdb.lock", "site"]
+    assert out.stat().st_mode & 0o777 == 0o755
