@@ -92,7 +92,14 @@ def resolve_profile(value: Any, relative_to: str | None = None) -> HardwareProfi
             raise UsageError(f"unknown hardware field {unknown[0]!r} (allowed: {', '.join(sorted(_FIELDS))})")
         if "name" not in value:
             raise UsageError("a user-defined hardware profile needs a `name:`")
-        return HardwareProfile(**value)
+        if not isinstance(value["name"], str) or not value["name"].strip():
+            raise UsageError(f"a hardware profile's `name:` must be a non-empty string, got {value['name']!r}")
+        profile = HardwareProfile(**value)
+        builtin = BUILTIN_PROFILES.get(profile.name)
+        if builtin is not None and builtin != profile:
+            raise UsageError(f"{profile.name!r} is a builtin profile's name ({builtin.as_dict()}): give this "
+                             f"definition another name (results of the two would be stored under one name)")
+        return profile
     raise UsageError(f"unknown hardware profile {value!r} (builtin: {', '.join(BUILTIN_PROFILES)}; or a mapping or YAML file)")
 
 

@@ -220,13 +220,20 @@ class _Planner:
         """The declared profiles this machine can honour. One it cannot is refused (the only profile) or
         skipped with its reason recorded (one of several)."""
         out = []
+        if not self.spec.hardware:
+            self.fail("hardware", f"no profile given: name at least one (builtin: {', '.join(BUILTIN_PROFILES)})")
         several = len(self.spec.hardware) > 1
+        seen: dict[str, HardwareProfile] = {}
         for i, hw in enumerate(self.spec.hardware):
             where = f"hardware[{i}]" if several else "hardware"
             try:
                 profile = resolve_profile(hw, relative_to=self.spec.file)
             except UsageError as exc:
                 self.fail(where, str(exc))
+            if profile.name in seen:
+                self.fail(where, f"two profiles are named {profile.name!r}" + (
+                    "" if seen[profile.name] == profile else " with different definitions") + ": names must be unique")
+            seen[profile.name] = profile
             reason = unavailable_reason(profile)
             if reason and not several:
                 self.fail(where, f"profile {profile.name!r}: {reason}")

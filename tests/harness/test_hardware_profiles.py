@@ -54,6 +54,23 @@ def test_a_malformed_cap_or_device_is_refused():
         plan("name: c\nbase: tiny-llama\nhardware: {name: x, device: tpu}\npaths: [[]]\n")
 
 
+@pytest.mark.parametrize(("hardware", "fragment"), [
+    ("[]", "hardware: no profile given: name at least one"),
+    ("[cpu-1t, cpu-1t]", "hardware[1]: two profiles are named 'cpu-1t': names must be unique"),
+    ("[{name: box, threads: 1}, {name: box, threads: 2}]", "two profiles are named 'box' with different definitions"),
+    ("{name: cpu-1t, threads: 2}", "'cpu-1t' is a builtin profile's name"),
+    ("{name: 5}", "`name:` must be a non-empty string, got 5"),
+])
+def test_profile_names_are_unique_strings_and_builtin_names_keep_their_definition(hardware, fragment):
+    """A custom `{name: cpu-1t, threads: 2}` once reused the builtin's path ids (2-thread latency next to 1-thread
+    quality in one row) and overwrote the stored definition of every earlier cpu-1t run."""
+    with pytest.raises(SpecError) as err:
+        plan(f"name: c\nbase: tiny-llama\nhardware: {hardware}\npaths: [[]]\n")
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+    assert [p.hardware.name for p in plan("name: c\nbase: tiny-llama\nhardware: {name: cpu-1t, device: cpu, "
+                                          "threads: 1}\npaths: [[]]\n").paths] == ["cpu-1t"]  # the same: fine
+
+
 def test_the_profile_dtype_reaches_the_measured_weights(tiny_handle):
     bf16 = with_runtime(tiny_handle, HardwareProfile("bf16", dtype="bfloat16"))
     assert set(bf16.weight_footprint()) == {"bfloat16"}
