@@ -7,6 +7,7 @@ Views are not versioned: they are (re)created on every open from :mod:`results.v
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import duckdb
@@ -196,7 +197,8 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int = SCHEMA_VERSION,
             con.execute("INSERT INTO schema_version VALUES (?, now())", [version])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended it: report that error, not this one's
+                con.execute("ROLLBACK")
             raise
         if on_step:
             on_step(version)

@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from adapters.errors import UsageError
 from results.schema import migrate
 from results.views import create_views, refresh_metrics_wide
 
@@ -120,7 +121,11 @@ def connect(path: str | Path, read_only: bool = False, sandbox: bool = False) ->
             for key, value in SANDBOX.items() if sandbox else ():  # lock_configuration last: the others first
                 con.execute(f"SET {key} = {str(value).lower()}")
         else:
-            con = duckdb.connect(str(path), read_only=read_only, config=dict(SANDBOX) if sandbox else {})
+            try:
+                con = duckdb.connect(str(path), read_only=read_only, config=dict(SANDBOX) if sandbox else {})
+            except duckdb.IOException as exc:
+                raise UsageError(f"{path}: not a readable results database ({str(exc).splitlines()[0]}): restore it "
+                                 f"from a backup, or move it aside and a new run starts a new one") from None
         try:
             yield con
         finally:
@@ -145,7 +150,10 @@ class ResultStore:
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                # a failed COMMIT (disk full) has ended the transaction already: its own error is the one to report,
+                # not ROLLBACK's "no transaction is active"
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
                 raise
 
     # -- runs -------------------------------------------------------------------------------

@@ -87,3 +87,24 @@ def test_readers_create_nothing(test_components, tmp_path):
     for args in (("results",), ("plan", str(spec))):
         assert slm(*args, "--workspace", str(missing), cwd=tmp_path).returncode == 0
     assert not missing.exists()
+
+
+def test_a_broken_database_is_one_line_naming_it(tmp_path):
+    """A zero-byte, garbage or truncated results database: one line naming the file and what to do, no traceback."""
+    import shutil
+
+    good = tmp_path / "good"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: s\nbase: tiny-llama\nsuites: {}\npaths: [[]]\n")
+    assert slm("run", str(spec), "-w", str(good), "--no-progress", "--no-leaderboard", cwd=tmp_path).returncode == 0
+    for kind, make in (("zero", lambda f: f.write_bytes(b"")), ("garbage", lambda f: f.write_bytes(b"\x07" * 9000)),
+                       ("truncated", lambda f: (shutil.copy(good / "results.duckdb", f),
+                                                open(f, "r+b").truncate(5000)))):
+        ws = tmp_path / kind
+        ws.mkdir()
+        make(ws / "results.duckdb")
+        for args in (("results",), ("results", "--sql", "SELECT 1"), ("run", str(spec), "--no-progress")):
+            out = slm(*args, "-w", str(ws), cwd=tmp_path)
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == 2 and len(lines) == 1, (kind, args, out.stderr[-2000:])
+            assert "not a readable results database" in lines[0] and str(ws / "results.duckdb") in lines[0]
