@@ -20,8 +20,14 @@ from adapters.errors import SpecError, UsageError
 from suites.base import PROFILES
 
 TOP_LEVEL = ("name", "base", "bases", "hardware", "seed", "suites", "datasets", "grid", "exclude", "include",
-             "paths", "evaluate", "description", "max_steps")
+             "paths", "evaluate", "description", "max_steps", "max_paths")
 EVALUATE = ("leaves", "all")
+#: the limits every spec is held to before anything is built from it (a spec is a few KiB of YAML)
+MAX_SPEC_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+#: grid combinations a spec may expand to unless it raises the limit with ``max_paths:``
+MAX_GRID_PATHS = 10_000
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,16 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: spec file not found")
-    return parse_spec(path.read_text(encoding="utf-8"), file=str(path))
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {size} bytes, over the limit of {MAX_SPEC_BYTES} (1 MiB)", file=str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): save the spec as "
+                        f"UTF-8", file=str(path)) from None
+    return parse_spec(text, file=str(path))
 
 
 def parse_spec(text: str, file: str = "<spec>") -> ExperimentSpec:
@@ -106,8 +121,11 @@ def parse_spec(text: str, file: str = "<spec>") -> ExperimentSpec:
         line = f"line {mark.line + 1}" if mark else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"invalid YAML: {problem}", file=file, field=line) from None
+    except RecursionError:
+        raise SpecError(f"nested too deeply (the limit is {MAX_DEPTH} levels)", file=file) from None
     if not isinstance(raw, dict):
         raise SpecError(f"a spec must be a mapping of fields, got {type(raw).__name__}", file=file)
+    _check_shape(raw, file)
     ctx = _Ctx(file)
     unknown = sorted(set(map(str, raw)) - set(TOP_LEVEL))
     if unknown:
@@ -137,6 +155,41 @@ def parse_spec(text: str, file: str = "<spec>") -> ExperimentSpec:
         text=text,
         raw=raw,
     )
+
+
+def _check_shape(raw: Any, file: str) -> None:
+    """Refuse, in one line, what YAML can build but no spec is: a structure that contains itself (a recursive alias),
+    nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_VALUES` values (aliases multiplying a subtree), keys
+    that are not strings or numbers, strings that are not valid Unicode (lone surrogates) and integers beyond 64 bits.
+    Iterative: a hostile spec cannot exhaust the stack."""
+    seen = 0
+    stack: list[tuple[Any, str, tuple[int, ...]]] = [(raw, "", ())]
+    while stack:
+        value, where, parents = stack.pop()
+        seen += 1
+        fld = where or None
+        if seen > MAX_VALUES:
+            raise SpecError(f"the spec holds over {MAX_VALUES} values (YAML aliases repeating a subtree?)", file=file)
+        if len(parents) > MAX_DEPTH:
+            raise SpecError(f"nested deeper than {MAX_DEPTH} levels", file=file, field=fld)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SpecError("a string holds a lone surrogate (not valid Unicode)", file=file, field=fld) from None
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise SpecError(f"integer out of range (more than 64 bits): {str(value)[:20]}...", file=file, field=fld)
+        elif isinstance(value, dict | list):
+            if id(value) in parents:
+                raise SpecError("a YAML alias refers to a structure that contains it (recursive)", file=file, field=fld)
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                if isinstance(value, dict) and not isinstance(key, str | int | float | bool):
+                    raise SpecError(f"a key must be a name, got {type(key).__name__} {str(key)[:40]!r}", file=file,
+                                    field=fld)
+                label = f"{where}.{key}" if where and isinstance(value, dict) else (
+                    f"{where}[{key}]" if where else str(key))
+                stack.append((child, label, (*parents, id(value))))
 
 
 class _Ctx:
@@ -341,6 +394,15 @@ def _grid_paths(raw: dict[str, Any], ctx: _Ctx, base: str) -> list[PathSpec]:
         variants = [v for i, a in enumerate(alts) for v in _step_variants(a, ctx, f"grid.{stage}[{i}]")]
         stages.append((str(stage), variants))
     excludes = _rules(raw.get("exclude", []), ctx, "exclude", [s for s, _ in stages])
+    limit = raw.get("max_paths", MAX_GRID_PATHS)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        ctx.fail("max_paths", f"expected an integer >= 1, got {limit!r}")
+    count = 1
+    for _, variants in stages:
+        count *= len(variants)
+    if count > limit:
+        ctx.fail("grid", f"{count} combinations, over the limit of {limit} paths: narrow the grid, or raise the "
+                         f"limit with `max_paths: {count}`")
     paths = []
     for combo in itertools.product(*(v for _, v in stages)):
         choice = {stage: (step.technique if step else "none") for (stage, _), step in zip(stages, combo, strict=True)}

@@ -1,0 +1,112 @@
+"""Hostile and malformed spec files get one line naming the file and what is wrong, never a traceback or a hang: the
+kinds of issue 22's fuzzing (non-UTF-8 bytes, deep nesting, recursive YAML aliases, alias bombs, non-string keys,
+lone surrogates, huge integers, oversized files, grids of 1e8+ combinations), and generated mutations of a valid
+spec (hypothesis)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.errors import SLMError, SpecError
+from harness.spec import MAX_GRID_PATHS, load_spec, parse_spec
+
+VALID = textwrap.dedent("""
+    name: ok
+    base: tiny-llama
+    hardware: cpu-1t
+    suites: {quality: {profile: quick}}
+    grid:
+      prune: [none, {prune.magnitude: {sparsity: [0.3, 0.5]}}]
+      quant: [none, quant.int8]
+""")
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    (b"name: caf\xe9\nbase: tiny-llama\npaths: [[]]\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+    (b"\xff\xfen\x00a\x00", "not UTF-8 text"),
+    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested"),
+    (b"a: &x [*x]\nbase: tiny-llama\n", "recursive"),
+    (b"a: &a [1,1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+     b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n",
+     "over 100000 values"),
+    (b"2020-01-01: x\nbase: tiny-llama\n", "a key must be a name, got date"),
+    (b'name: "\\ud800"\nbase: tiny-llama\npaths: [[]]\n', "lone surrogate"),
+    (b"name: x\nbase: tiny-llama\nseed: " + b"9" * 400 + b"\npaths: [[]]\n", "integer out of range"),
+    (b"name: x\n" + b"#" * (1 << 20) + b"\n", "over the limit of 1048576"),
+])
+def test_hostile_files_are_one_line(tmp_path: Path, data: bytes, fragment: str):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(data)
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    message = one_line(info.value)
+    assert fragment in message and str(spec) in message
+
+
+def test_a_grid_too_large_is_counted_before_it_is_expanded():
+    stages = "\n".join(f"  s{i}: [none, quant.int8, prune.magnitude, factorize.svd, peft.lora, quant.rtn, "
+                       f"prune.wanda, quant.awq, peft.dora, peft.ia3]" for i in range(8))  # 1e8 combinations
+    with pytest.raises(SpecError) as info:
+        parse_spec(f"name: big\nbase: tiny-llama\ngrid:\n{stages}\n", file="big.yaml")
+    assert "100000000 combinations, over the limit of 10000 paths" in one_line(info.value)
+    assert "max_paths: 100000000" in str(info.value)
+    small = "\n".join(f"  s{i}: [none, quant.int8, prune.magnitude]" for i in range(9))  # 3^9 = 19683
+    with pytest.raises(SpecError, match=f"19683 combinations, over the limit of {MAX_GRID_PATHS}"):
+        parse_spec(f"name: g\nbase: tiny-llama\ngrid:\n{small}\n", file="g.yaml")
+    spec = parse_spec(f"name: g\nbase: tiny-llama\nmax_paths: 20000\ngrid:\n{small}\n", file="g.yaml")
+    assert len(spec.paths) == 2**10 - 1  # the same step sequence from different stages is one path
+
+
+def _mutations() -> st.SearchStrategy[str]:
+    """A valid spec with one line dropped, duplicated, truncated, or given random text, bytes-level junk or YAML
+    anchors/aliases, at random places."""
+    lines = VALID.splitlines()
+    junk = st.sampled_from(["&a [*a]", "*nope", "{", "]", ": :", "!!python/object:os.system 'x'", "- - -",
+                            "\"\\ud800\"", "9" * 30, "[" * 200, "? [1]", "\t", "~", "{a: b, a: c}", "null", "[]", "{}",
+                            "0", "-1", "1e999", "yes", "\x00", "\u202e", "<<: *x"])
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+    edit = st.tuples(st.integers(0, len(lines) - 1), st.sampled_from(["drop", "dup", "cut", "replace", "append"]),
+                     st.one_of(junk, text))
+
+    def apply(edits: list[tuple[int, str, str]]) -> str:
+        out = list(lines)
+        for i, kind, value in edits:
+            i = min(i, len(out) - 1)
+            if not out:
+                out = [value]
+            elif kind == "drop":
+                del out[i]
+            elif kind == "dup":
+                out.insert(i, out[i])
+            elif kind == "cut":
+                out[i] = out[i][: len(out[i]) // 2]
+            elif kind == "replace":
+                out[i] = out[i].split(":")[0] + ": " + value
+            else:
+                out[i] = out[i] + value
+        return "\n".join(out) + "\n"
+
+    return st.lists(edit, min_size=1, max_size=4).map(apply)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations())
+def test_mutated_specs_plan_or_fail_in_one_line(text: str):
+    """Every mutation either plans or raises one of ours in one line (no other exception type escapes)."""
+    from harness.plan import make_plan
+
+    try:
+        make_plan(parse_spec(text, file="fuzz.yaml"))
+    except SLMError as exc:
+        one_line(exc)
