@@ -256,6 +256,9 @@ class _Planner:
             bad = sorted(set(s.options) - set(allowed)) if allowed else []
             if bad:
                 self.fail(f"suites.{s.name}.{bad[0]}", f"unknown option (allowed: profile, {', '.join(allowed)})")
+            problem = cls.check_options(dict(s.options))
+            if problem:
+                self.fail(f"suites.{s.name}.{problem[0]}", problem[1])
         return list(self.spec.suites)
 
     # -- nodes --------------------------------------------------------------------------------
@@ -337,6 +340,10 @@ class _Planner:
         dataset = params.get("dataset")
         if isinstance(dataset, str) and dataset in self.spec.datasets:
             inputs["dataset"] = self._dataset_node(self.spec.datasets[dataset], path.base)
+        elif isinstance(dataset, str) and dataset not in (*BUILTIN_DATASETS, "synthetic", "default"):
+            self.fail(f"{step.where}.dataset", f"{dataset!r} names no dataset (defined: "
+                                               f"{', '.join(self.spec.datasets) or 'none'}; builtin: "
+                                               f"{', '.join(BUILTIN_DATASETS)})")
         built = build_params(cls, params, where=f"{self.spec.file}: {step.where}")
         problem = cls.check_roles(built, {r: len(v) if isinstance(v, list) else 1 for r, v in inputs.items()
                                           if r in cls.inputs})

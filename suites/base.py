@@ -150,8 +150,66 @@ class Suite:
         raise NotImplementedError
 
     @classmethod
+    def check_options(cls, options: dict[str, Any]) -> tuple[str, str] | None:
+        """What is wrong with these spec options, as ``(option, message)``, or None; the planner calls it, so a
+        value that would fail the run fails the plan. The default checks the value kinds the builtin suites share
+        (:data:`OPTION_KINDS`); a suite with options of its own extends it."""
+        for name, value in options.items():
+            kind = OPTION_KINDS.get(name)
+            problem = kind(value) if kind else None
+            if problem:
+                return name, f"{value!r} is not allowed: {problem}"
+        return None
+
+    @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def _int_at_least(low: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        return None if ok else f"expected an integer >= {low}"
+    return check
+
+
+def _positive_number(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return None if ok else "expected a number > 0"
+
+
+def _int_list(value: Any) -> str | None:
+    items = value if isinstance(value, list) else [value]
+    ok = bool(items) and all(_int_at_least(1)(v) is None for v in items)
+    return None if ok else "expected an integer >= 1 or a non-empty list of them"
+
+
+def _limit(value: Any) -> str | None:
+    if isinstance(value, dict):
+        bad = [k for k, v in value.items() if not isinstance(k, str) or _int_at_least(1)(v) is not None]
+        return None if value and not bad else "expected {task: integer >= 1, ...}"
+    return _int_at_least(1)(value)
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "expected true or false"
+
+
+def _names(value: Any) -> str | None:
+    items = value if isinstance(value, list) else [value]
+    ok = bool(items) and all(isinstance(v, str) and v.strip() for v in items)
+    return None if ok else "expected a name or a non-empty list of names"
+
+
+#: the kind of every option name the builtin suites share: a check returning what is wrong, or None
+OPTION_KINDS: dict[str, Callable[[Any], str | None]] = {
+    "batch_size": _int_at_least(1), "n": _int_at_least(1), "repeats": _int_at_least(1),
+    "new_tokens": _int_at_least(1), "prompt_tokens": _int_at_least(1), "windows": _int_at_least(1),
+    "min_repeats": _int_at_least(1), "warmup": _int_at_least(0), "num_fewshot": _int_at_least(0),
+    "max_length": _int_at_least(2), "limit": _limit, "window_s": _positive_number, "min_duration_s": _positive_number,
+    "prompt_lengths": _int_list, "batch_sizes": _int_list, "tasks": _names, "dimensions": _names,
+    "apply_chat_template": _bool, "prefix_cache": _bool, "remeasure_under_load": _bool,
+}
 
 
 SUITES: Registry[type[Suite]] = Registry("suite", discover=("suites.builtin",))

@@ -110,3 +110,33 @@ def test_mutated_specs_plan_or_fail_in_one_line(text: str):
         make_plan(parse_spec(text, file="fuzz.yaml"))
     except SLMError as exc:
         one_line(exc)
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ("suites: {quality: {batch_size: 0}}", "suites.quality.batch_size: 0 is not allowed: expected an integer >= 1"),
+    ("suites: {quality: {limit: -3}}", "suites.quality.limit: -3 is not allowed"),
+    ("suites: {quality: {limit: {wikitext: 0}}}", "expected {task: integer >= 1, ...}"),
+    ("suites: {quality: {num_fewshot: -1}}", "expected an integer >= 0"),
+    ("suites: {quality: {tasks: []}}", "expected a name or a non-empty list of names"),
+    ("suites: {quality: {prefix_cache: maybe}}", "expected true or false"),
+    ("suites: {latency: {batch_sizes: [1, 0]}}", "suites.latency.batch_sizes"),
+    ("suites: {latency: {min_duration_s: .nan}}", "expected a number > 0"),
+    ("suites: {energy: {windows: 0}}", "suites.energy.windows"),
+    ("suites: {memory: {repeats: 1.5}}", "suites.memory.repeats"),
+    ("suites: {trust: {n: 0}}", "suites.trust.n"),
+])
+def test_suite_option_values_fail_the_plan(body: str, fragment: str):
+    from harness.plan import make_plan
+
+    with pytest.raises(SpecError) as info:
+        make_plan(parse_spec(f"name: s\nbase: tiny-llama\n{body}\npaths: [[]]\n", file="s.yaml"))
+    assert fragment in one_line(info.value)
+
+
+def test_an_undefined_dataset_name_fails_the_plan():
+    from harness.plan import make_plan
+
+    with pytest.raises(SpecError) as info:
+        make_plan(parse_spec("name: s\nbase: tiny-llama\npaths: [[{peft.lora: {dataset: nope}}]]\n", file="s.yaml"))
+    assert "paths[0][0].dataset: 'nope' names no dataset (defined: none; builtin: synthetic" in one_line(info.value)
+    make_plan(parse_spec("name: s\nbase: tiny-llama\npaths: [[{peft.lora: {dataset: synthetic}}]]\n", file="s.yaml"))
