@@ -119,6 +119,7 @@ class HandleHFLM(HFLM):  # type: ignore[misc]
 
     def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
+        disable_tqdm = True  # lm-eval's rolling scorer asks for its "Running loglikelihood requests" bar explicitly
         if not self.prefix_cache or not self._supports_prefix_cache():
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         groups = shared_context_groups(requests, int(self.max_length))

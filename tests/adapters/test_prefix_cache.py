@@ -82,3 +82,16 @@ def test_a_cache_that_cannot_be_repeated_falls_back_to_lm_eval(tiny_handle, monk
     exact, _ = _score(tiny_handle, pairs, prefix_cache=False)
     shared, stats = _score(tiny_handle, pairs, prefix_cache=True)
     assert stats == {"groups": 0, "requests": 0, "fallback": len(pairs)} and shared == exact
+
+
+def test_rolling_scoring_draws_no_library_progress_bar(tiny_handle, capfd):
+    """lm-eval's rolling scorer asks for its "Running loglikelihood requests" bar explicitly (disable_tqdm=False): it
+    showed in `slm run` under the harness's own progress; the handle's LM never draws it."""
+    from adapters.handle import ModelHandle
+
+    h = ModelHandle(tiny_handle.model, tiny_handle.tokenizer, source=tiny_handle.source)
+    capfd.readouterr()
+    h.loglikelihood_rolling(["The river flows into the sea. " * 4, "Bread is made from flour."])
+    h.loglikelihood([("The river", " flows")])
+    out, err = capfd.readouterr()
+    assert "Running loglikelihood requests" not in out + err and "%|" not in out + err
