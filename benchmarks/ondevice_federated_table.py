@@ -85,7 +85,8 @@ def adapt_table(con: Any, paths: list[dict[str, Any]]) -> list[str]:
             continue
         budget = n["params"].get("budget_gb")
         if n["status"] != "ok":
-            out.append(f"| {p['name']} | {budget} | refused: {_refusal(n)} | — | — | — | — | — | {_num(n['wall_time_s'], 0)} |")
+            # a failed node's cost is not measured (the database holds 0 s): no time shown
+            out.append(f"| {p['name']} | {budget} | refused: {_refusal(n)} | — | — | — | — | — | — |")
             continue
         r = n["report"]
         under = "under" if r["measured_peak_bytes"] <= r["budget_bytes"] else "OVER"
