@@ -199,6 +199,9 @@ def _cached_meta(cache: ArtifactCache, node: Node) -> dict[str, Any]:
 def _node_record(node: Node, outcome: Outcome, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     meta = meta or {}
     cost = meta.get("cost") or outcome.cost.__dict__
+    if outcome.status not in ("ok", "cached") and not meta.get("cost"):
+        # a failed or skipped step measured nothing but, when it ran, the time until it failed: None, not 0
+        cost = {"wall_time_s": outcome.wall_time_s or None}
     return {
         "node_hash": node.hash,
         "kind": node.kind,

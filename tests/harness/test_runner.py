@@ -64,6 +64,10 @@ def test_failure_is_isolated_and_recorded(test_components, tmp_path):
     by_status = {r[1]: r for r in errs}
     assert "deliberate failure" in by_status["failed"][2] and "RuntimeError" in by_status["failed"][3]
     assert "failed" in by_status["skipped"][2]
+    costs = dict((r[0], r[1:]) for r in rows(tmp_path, "SELECT status, wall_time_s, peak_rss_bytes, energy_j FROM nodes "
+                                                       "WHERE status NOT IN ('ok', 'cached')"))
+    assert costs["skipped"] == (None, None, None)  # never ran: nothing measured, no 0 that reads like a measurement
+    assert costs["failed"][1:] == (None, None) and (costs["failed"][0] is None or costs["failed"][0] > 0)
     names = [r[0] for r in rows(tmp_path, "SELECT path_name FROM metrics_long")]
     assert names == ["tune.test_noise"]
 
