@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,6 @@ def _start_ticks(pid: int) -> int | None:
 
 def process_owner(pid: int | None = None) -> dict[str, Any]:
     """Who runs a run: host, boot id, pid and the process's start time (a reused pid has another start time)."""
-    import socket
-
     pid = os.getpid() if pid is None else pid
     return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": pid, "start_ticks": _start_ticks(pid)}
 
@@ -80,8 +79,6 @@ def process_owner(pid: int | None = None) -> dict[str, Any]:
 def owner_is_dead(owner: dict[str, Any]) -> bool:
     """Whether the process ``owner`` names is gone for sure: on this host, after a reboot, or its pid is not running
     (or runs a later process). False where it cannot be told (another host, no /proc)."""
-    import socket
-
     if owner.get("host") != socket.gethostname():
         return False
     boot = _boot_id()
