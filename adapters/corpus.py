@@ -178,7 +178,7 @@ EXTRA_RECORD_KEYS = ("label",)
 def read_records(path: str | Path, limit: int | None = None) -> list[Any]:
     """Documents of a local file: strings, except JSONL records with ``prompt``/``completion``, ``messages`` or
     ``chosen``/``rejected``, which are kept as dicts of those keys and ``label`` (so a supervised step sees both
-    halves, a preference step both answers)."""
+    halves, a preference step both answers), and labelled texts, kept as ``{"text", "label"}``."""
     path = Path(path)
     if path.suffix != ".jsonl":
         return list(read_texts(path, limit=limit))
@@ -190,6 +190,9 @@ def read_records(path: str | Path, limit: int | None = None) -> list[Any]:
             rec: Any = json.loads(line)
             if isinstance(rec, dict) and any(k in rec for k in RECORD_KEYS):
                 out.append({k: rec[k] for k in RECORD_KEYS + EXTRA_RECORD_KEYS if k in rec})
+            elif isinstance(rec, dict) and any(k in rec for k in EXTRA_RECORD_KEYS) and record_text(rec).strip():
+                # a labelled text ({"text", "label"}): the label stays with it (federated.fedavg's partition_key)
+                out.append({"text": record_text(rec), **{k: rec[k] for k in EXTRA_RECORD_KEYS if k in rec}})
             else:
                 text = record_text(rec).strip()
                 if not text:

@@ -174,6 +174,7 @@ def train(
     warmup: int = 0,
     after_step: Callable[[], None] | None = None,
     progress: Any = None,
+    micro_batch: int = 0,
 ) -> TrainResult:
     """Train ``model`` for ``steps`` AdamW steps with linear warmup then cosine decay to 10% of ``lr``.
 
@@ -187,6 +188,8 @@ def train(
         warmup: linear warmup steps.
         after_step: called after each optimizer step (e.g. to re-apply a sparsity mask).
         progress: a :class:`~adapters.technique.Progress`.
+        micro_batch: sequences per forward/backward pass: each batch's gradients are accumulated over its
+            micro-batches, each weighted by its share of the batch (0: the whole batch in one pass).
     """
     import torch
 
@@ -204,9 +207,17 @@ def train(
     losses: list[float] = []
     device = next(model.parameters()).device
     for step in range(steps):
-        loss = loss_fn(model, next(data).to(device))
+        batch = next(data).to(device)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if micro_batch and micro_batch < len(batch):
+            loss = torch.zeros(())
+            for part in batch.split(micro_batch):
+                part_loss = loss_fn(model, part) * (len(part) / len(batch))
+                part_loss.backward()
+                loss += part_loss.detach()
+        else:
+            loss = loss_fn(model, batch)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()

@@ -37,6 +37,7 @@ from adapters.techniques._training import (
     causal_lm_loss,
     copied_model,
     decoder_blocks,
+    decoder_linears,
     finite,
     seeded,
     step_budget,
@@ -73,7 +74,11 @@ class Rung:
         targets: linear module names that get adapters (empty for norm-only).
         last_blocks: only the last this many decoder blocks train (0: all of them).
         checkpointing: gradient checkpointing of the decoder blocks (activations recomputed in backward).
-        int8_base: the frozen base's decoder linears are torchao int8 weight-only while training.
+        int8_base: the frozen base's decoder linears are torchao int8 weight-only while training (the child loads
+            them one tensor at a time and quantizes each linear as it arrives: the float weights are never all in
+            memory).
+        micro_batch: sequences per forward/backward pass, the gradients of a step's batch accumulated over its
+            micro-batches (0: the whole batch at once): the activations of one micro-batch are live at a time.
     """
 
     name: str
@@ -82,6 +87,7 @@ class Rung:
     last_blocks: int
     checkpointing: bool
     int8_base: bool
+    micro_batch: int = 0
 
 
 def ladder(last_blocks: int) -> list[Rung]:
@@ -93,7 +99,8 @@ def ladder(last_blocks: int) -> list[Rung]:
         Rung(f"lora-r8-attn-{n}", 8, ATTENTION, last_blocks, False, False),
         Rung(f"lora-r8-attn-{n}-ckpt", 8, ATTENTION, last_blocks, True, False),
         Rung(f"lora-r8-attn-{n}-ckpt-int8", 8, ATTENTION, last_blocks, True, True),
-        Rung(f"norm-{n}-ckpt-int8", 0, (), last_blocks, True, True),
+        Rung(f"lora-r8-attn-{n}-ckpt-int8-mb1", 8, ATTENTION, last_blocks, True, True, 1),
+        Rung(f"norm-{n}-ckpt-int8-mb1", 0, (), last_blocks, True, True, 1),
     ]
 
 
@@ -199,12 +206,13 @@ def rung_trainable(model: Any, rung: Rung) -> int:
 def estimate_peak(model: Any, rung: Rung, batch_size: int, seq_len: int, runtime_bytes: int) -> Estimate:
     """The configuration's peak memory for fp32 training with AdamW, in bytes::
 
-        runtime + max(W_float, W_base + 4 T) + 12 T + tokens x (n_saved x S + A_block + 12 vocab)
+        runtime + W_base + 4 T + 12 T + tokens x (n_saved x S + A_block + 12 vocab)
 
-    ``W_float``: the float weights (4 bytes a parameter, tied ones once): the child loads them before an int8 base
-    is quantized. ``W_base``: the weights while training (the decoder linears at 1 byte plus a 4-byte scale per
-    output channel with an int8 base). ``T``: trainable parameters (the adapters' own 4 bytes, their gradients 4 and
-    AdamW's two moments 8). ``tokens = batch x seq_len``. Per token and block ``A_block = 4 (10 h + 5 i + 2 heads x
+    ``W_base``: the weights while training: 4 bytes a parameter (tied ones once), or with an int8 base the decoder
+    linears at 1 byte plus a 4-byte scale per output channel, plus the largest linear's float weight (the child
+    loads one tensor at a time and quantizes each linear as it arrives). ``T``: trainable parameters (the adapters'
+    own 4 bytes, their gradients 4 and AdamW's two moments 8). ``tokens = micro-batch x seq_len`` (the whole batch
+    without micro-batches). Per token and block ``A_block = 4 (10 h + 5 i + 2 heads x
     seq_len)`` bytes (saved inputs of the norms, projections, MLP and the attention probabilities) plus ``4 r`` per
     adapter. ``S``, what a trained block keeps for backward: ``A_block``, or ``4 h`` (its input) with checkpointing;
     frozen early blocks keep nothing (no backward through them), one block's ``A_block`` is live at any time. The
@@ -217,27 +225,28 @@ def estimate_peak(model: Any, rung: Rung, batch_size: int, seq_len: int, runtime
     heads, vocab = int(c.num_attention_heads), int(c.vocab_size)
     n_blocks = len(decoder_blocks(model))
     _, total_params = trainable_counts(model)
-    w_float = 4 * total_params
-    w_base = w_float
+    w_base = 4 * total_params
     if rung.int8_base:
         linear = [m for n, m in model.named_modules() if isinstance(m, nn.Linear) and _block_of(n) is not None]
         w_base -= sum(3 * m.weight.numel() - 4 * m.out_features for m in linear)
+        w_base += 4 * max(m.weight.numel() for m in linear)
     trainable = rung_trainable(model, rung)
     adapters = 4 * trainable if rung.r else 0
     per_block = 4 * (10 * h + 5 * i + 2 * heads * seq_len) + 4 * rung.r * len(rung.targets)
     n_trained = len(trained_block_ids(n_blocks, rung))
     saved = 4 * h if rung.checkpointing else per_block
-    tokens = batch_size * seq_len
+    tokens = (rung.micro_batch or batch_size) * seq_len
     activations = tokens * (n_trained * saved + per_block + 12 * vocab)
-    weights = max(w_float, w_base + adapters)
+    weights = w_base + adapters
     state = 12 * trainable
     return Estimate(runtime_bytes, weights, state, activations, runtime_bytes + weights + state + activations,
                     trainable)
 
 
-def prepare(model: Any, rung: Rung, lora_alpha_ratio: int = 2) -> Any:
+def prepare(model: Any, rung: Rung, lora_alpha_ratio: int = 2, base_quantized: bool = False) -> Any:
     """``model`` set up to train under ``rung`` (in place; a peft model for LoRA rungs): frozen base, the int8 base
-    quantized, gradient checkpointing on, adapters or norm weights trainable in the last blocks only."""
+    quantized (unless ``base_quantized``: :func:`load_quantized_base` did it), gradient checkpointing on, adapters or
+    norm weights trainable in the last blocks only."""
     from peft import LoraConfig, get_peft_model
 
     from adapters.techniques.peft_family import quantize_base
@@ -247,7 +256,7 @@ def prepare(model: Any, rung: Rung, lora_alpha_ratio: int = 2) -> Any:
     blocks = trained_block_ids(n_blocks, rung)
     if rung.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if rung.int8_base:
+    if rung.int8_base and not base_quantized:
         quantize_base(model)
     for w in model.parameters():
         w.requires_grad_(False)
@@ -310,6 +319,67 @@ print("SLM-ONDEVICE " + json.dumps(child_train(args)))
 """
 
 
+def release_freed_memory() -> None:
+    """Hand the heap's free memory back to the kernel (glibc's ``malloc_trim``; nothing elsewhere). glibc keeps
+    freed blocks below its (growing) mmap threshold in the heap, so a process that frees hundreds of megabytes of
+    float weights keeps them resident: under a memory budget that is memory the training never gets."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
+def load_quantized_base(model_dir: str | Path) -> Any:
+    """The float model saved in ``model_dir`` with its decoder linears torchao int8 weight-only, built without ever
+    holding all float weights: an empty (meta) model is filled one stored tensor at a time (each file opened for that
+    tensor alone, so no mapped file pages stay resident) and each decoder linear is quantized as soon as its weights
+    are in. None for what it cannot build this way (low-rank pairs, shared blocks): load the float model then."""
+    import torch
+    from accelerate import init_empty_weights
+    from safetensors import safe_open
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from adapters.formats import STRUCTURE_FILE, shares_blocks
+
+    model_dir = Path(model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    if shares_blocks(config) or (model_dir / STRUCTURE_FILE).is_file():
+        return None
+    with init_empty_weights():  # parameters on the meta device, buffers (rotary frequencies) real
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None))
+    linears = {id(m) for m in decoder_linears(model).values()}
+    stored: list[tuple[Path, str]] = []
+    for file in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            stored += [(file, key) for key in f.keys()]  # noqa: SIM118 (safe_open is not a mapping)
+    for file, key in stored:
+        with safe_open(str(file), "pt") as f:
+            tensor = f.get_tensor(key)
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if attr in owner._parameters:
+            owner._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=False)
+        else:
+            owner.register_buffer(attr, tensor)
+        if id(owner) in linears and not any(w.is_meta for w in owner.parameters(recurse=False)):
+            quantize_(owner, Int8WeightOnlyConfig())
+            release_freed_memory()  # the float weight just freed: glibc keeps it in its heap otherwise
+    model.tie_weights()
+    empty = [n for n, w in model.named_parameters() if w.is_meta]
+    if empty:
+        raise RuntimeError(f"ondevice.adapt: {model_dir} holds no weights for {empty[:3]}")
+    for w in model.parameters():
+        w.requires_grad_(False)
+    return model.eval()
+
+
 def child_train(args: dict[str, Any]) -> dict[str, Any]:
     """The child's work: load the model artifact, train ``args["rung"]`` on the token blocks, write the trained
     parameters (safetensors) and return losses, counts and the process's peak RSS (``VmHWM``)."""
@@ -319,13 +389,15 @@ def child_train(args: dict[str, Any]) -> dict[str, Any]:
 
     runtime = vm_status("VmRSS")
     rung = Rung(**{**args["rung"], "targets": tuple(args["rung"]["targets"])})
-    handle = ModelHandle.load(args["model_dir"], threads=args["threads"])
+    quantized = load_quantized_base(args["model_dir"]) if rung.int8_base else None
+    base = quantized if quantized is not None else ModelHandle.load(args["model_dir"], threads=args["threads"]).model
     blocks = json.loads(Path(args["blocks"]).read_text())
     with seeded(args["seed"]):
-        model = prepare(handle.model, rung)
+        model = prepare(base, rung, base_quantized=quantized is not None)
         trainable, _ = trainable_counts(model)
         result = train(model, batches(blocks, args["batch_size"], args["seed"]), args["steps"], causal_lm_loss,
-                       lr=args["lr"], warmup=min(10, args["steps"] // 10))
+                       lr=args["lr"], warmup=min(10, args["steps"] // 10), micro_batch=rung.micro_batch,
+                       after_step=release_freed_memory)
     save_file({n: w.detach().contiguous() for n, w in model.named_parameters() if w.requires_grad}, args["out"])
     return {"steps": result.steps, "first_loss": finite(result.first_loss), "final_loss": finite(result.final_loss),
             "trainable_params": trainable, "runtime_rss": runtime, "peak_rss": vm_status("VmHWM")}
@@ -517,9 +589,12 @@ class OnDeviceAdapt(_WeightTraining):
     def _refusal(budget: int, estimates: dict[str, Estimate], excess: int, attempts: list[Attempt],
                  max_attempts: int) -> str:
         smallest = list(estimates)[-1]
-        need = estimates[smallest].total + excess
-        how = f"{_gb(need)}" + (f" (its estimate corrected by the {_gb(excess)} a run measured over its own)"
-                                if excess else " (estimated)")
+        est = estimates[smallest]
+        need = est.total + excess
+        parts = (f"runtime {est.runtime / GB:.3f} + weights {est.weights / GB:.3f} + training state "
+                 f"{est.training_state / GB:.3f} + activations {est.activations / GB:.3f}")
+        how = f"{_gb(need)}" + (f" (its estimate, {parts}, corrected by the {_gb(excess)} a run measured over it)"
+                                if excess else f" (estimated: {parts})")
         ran = [f"{a.configuration}: {a.outcome}" for a in attempts if a.measured_peak_bytes is not None]
         stop = (f"no training configuration fits the memory budget of {_gb(budget)}" if len(ran) < max_attempts
                 else f"no training configuration fit the memory budget of {_gb(budget)} in {max_attempts} attempts")

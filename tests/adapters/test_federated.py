@@ -123,6 +123,17 @@ def test_dirichlet_labels_come_from_a_record_field_or_the_hashed_first_word():
         fed.text_labels(records, "topic", 8, 0)
 
 
+def test_a_labelled_text_file_keeps_its_labels_for_partition_key(tmp_path):
+    from adapters.corpus import read_records, record_text
+
+    path = tmp_path / "mixture.jsonl"
+    path.write_text('{"text": "Question: two plus two", "label": "math"}\n{"text": "A camel walks", "label": "video"}\n'
+                    '{"text": "no label here"}\n')
+    records = read_records(path)
+    assert fed.text_labels(records[:2], "label", 8, 0) == ["math", "video"]
+    assert [record_text(r) for r in records] == ["Question: two plus two", "A camel walks", "no label here"]
+
+
 def test_bytes_selection_and_validation_loss_per_round(fedavg):
     r = fedavg.report
     assert r.strategy.startswith("FedAvg (flwr ")

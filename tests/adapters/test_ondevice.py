@@ -16,7 +16,18 @@ from adapters.corpus import synthetic_corpus
 from adapters.errors import UsageError
 from adapters.handle import ModelHandle
 from adapters.technique import TECHNIQUES, TechniqueContext, build_params
-from adapters.techniques.ondevice import GB, choose, estimate_peak, finish, ladder, prepare, rung_trainable
+from adapters.techniques._training import batches, causal_lm_loss, train
+from adapters.techniques.ondevice import (
+    GB,
+    choose,
+    estimate_peak,
+    finish,
+    ladder,
+    load_quantized_base,
+    prepare,
+    rung_trainable,
+)
+from adapters.techniques.peft_family import quantize_base
 
 DATA = {"local": synthetic_corpus(200), "c1": synthetic_corpus(120, seed=1), "c2": synthetic_corpus(120, seed=2),
         "c3": synthetic_corpus(120, seed=3)}
@@ -30,6 +41,35 @@ def run(name, params, handle, workdir, hardware=None):
     cls = TECHNIQUES.get(name)
     ctx = TechniqueContext(seed=0, workdir=workdir, datasets=DATA, hardware=hardware or {"device": "cpu", "threads": 1})
     return cls(build_params(cls, params)).run(handle, ctx)
+
+
+def test_the_int8_base_loaded_a_tensor_at_a_time_equals_the_quantized_float_model(tiny_handle, tmp_path):
+    tiny_handle.save(tmp_path / "m")
+    direct = load_quantized_base(tmp_path / "m")
+    reference = copy.deepcopy(tiny_handle.model)
+    quantize_base(reference)
+    assert set(direct.state_dict()) == set(reference.state_dict())
+    assert direct.lm_head.weight is direct.model.embed_tokens.weight  # tied as in the float model
+    assert type(direct.model.layers[0].mlp.up_proj.weight).__name__ == type(reference.model.layers[0].mlp.up_proj
+                                                                              .weight).__name__ != "Parameter"
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
+    with torch.no_grad():
+        assert torch.equal(direct(input_ids=ids).logits, reference(input_ids=ids).logits)
+
+
+def test_micro_batches_accumulate_the_gradient_of_the_whole_batch(tiny_handle):
+    blocks = [[(7 * i + j) % 50 + 3 for j in range(12)] for i in range(8)]
+    trained = []
+    for micro in (0, 1, 3):
+        model = copy.deepcopy(tiny_handle.model)
+        result = train(model, batches(blocks, 4, 0), 2, causal_lm_loss, lr=1e-2, micro_batch=micro)
+        trained.append((result, model.state_dict()))
+    (whole, w0), *parts = trained
+    for result, state in parts:
+        assert result.first_loss == pytest.approx(whole.first_loss, rel=1e-5)
+        assert all(torch.allclose(state[k], w0[k], atol=1e-5) for k in w0)
+    assert not torch.equal(w0["model.layers.0.mlp.up_proj.weight"],
+                           tiny_handle.model.state_dict()["model.layers.0.mlp.up_proj.weight"])
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +98,7 @@ def test_adapt_result_reloads_identically(adapted, tmp_path):
 
 
 def test_a_budget_too_small_is_refused_naming_it(tiny_handle, tmp_path):
-    with pytest.raises(UsageError, match=r"memory budget of 0\.050 GB.*norm-last2-ckpt-int8, needs"):
+    with pytest.raises(UsageError, match=r"memory budget of 0\.050 GB.*norm-last2-ckpt-int8-mb1, needs"):
         run("ondevice.adapt", {**ADAPT, "budget_gb": 0.05}, tiny_handle, tmp_path)
 
 
@@ -87,7 +127,7 @@ def test_a_larger_budget_picks_a_larger_configuration(tiny_handle):
     large = choose(est, est["lora-r16-all"].total)
     assert (small, large) == ("lora-r8-attn-last1-ckpt", "lora-r16-all")
     assert est[large].trainable_params > est[small].trainable_params
-    assert choose(est, est["norm-last1-ckpt-int8"].total - 1) is None
+    assert choose(est, est["norm-last1-ckpt-int8-mb1"].total - 1) is None
     # a bigger batch needs more activation memory
     assert estimate_peak(model, rungs["lora-r16-all"], 8, 128, 0).activations > est["lora-r16-all"].activations
 
