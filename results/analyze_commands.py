@@ -31,7 +31,7 @@ def effects_text(result: dict[str, Any]) -> str:
     out = [f"Effects of the grid of run {result['run_id']} (stages from the {result['source']})"]
     for g in result["groups"]:
         stages = "; ".join(f"{s}: {' | '.join(v['levels'])}" for s, v in g["stages"].items())
-        out += ["", f"== {g['base']} [{g['hardware_profile']}]: {len(g['cells'])} cells; {stages}"]
+        out += ["", f"== {g['base']} [{g['hardware_profile']}]: {len(g['cells'])} paths in the grid; {stages}"]
         out += [f"   left out: {e['path']} ({e['reason']})" for e in g["excluded_paths"]]
         for m in g["metrics"]:
             out += ["", _metric_text(m)]
@@ -50,9 +50,10 @@ def _metric_text(m: dict[str, Any]) -> str:
             est = fmt(t["estimate"], unit=m["unit"]) if t["estimable"] else "not estimable"
             body.append([t["term"], est, ci, _p(t["p_value"])])
         lines.append(table(["term (vs reference)", "estimate", "95% CI", "p"], body))
-    if m.get("tests"):
-        lines.append("  per term: " + "; ".join(f"{t['term']}: {t['test']} {t['statistic']:.3g} (df {t['df']}), "
-                                                f"p {_p(t['p_value'])}" for t in m["tests"]))
+    if any(t["df"] > 1 for t in m.get("tests", [])):  # with two levels a term's joint test is its row's test
+        lines.append(table(["term (joint test)", "test", "statistic", "df", "p"],
+                           [[t["term"], t["test"], f"{t['statistic']:.3g}", str(t["df"]), _p(t["p_value"])]
+                            for t in m["tests"]]))
     return "\n".join(lines)
 
 

@@ -306,46 +306,52 @@ def _frame(design: Design, stages: list[str], records: list[dict[str, Any]]) -> 
 def _fit(design: Design, stages: list[str], df: Any, weights: np.ndarray | None,
          groups: np.ndarray | None) -> dict[str, Any]:
     """Fit y on the stages' main effects and pairwise interactions; terms, intervals and the per-term tests."""
+    with warnings.catch_warnings():  # statsmodels' numerical warnings (e.g. no residual df) are stated, not shown
+        warnings.simplefilter("ignore")
+        return _fit_quietly(design, stages, df, weights, groups)
+
+
+def _fit_quietly(design: Design, stages: list[str], df: Any, weights: np.ndarray | None,
+                 groups: np.ndarray | None) -> dict[str, Any]:
     import statsmodels.api as sm
     import statsmodels.formula.api as smf
 
     model = smf.wls(_formula(len(stages)), data=df, weights=weights if weights is not None else 1.0)
     names = list(model.exog_names)
     keep = _estimable(np.asarray(model.exog))
-    dropped = [n for j, n in enumerate(names) if j not in keep]
     exog = np.asarray(model.exog)[:, keep]
     reduced = sm.WLS(model.endog, exog, weights=weights if weights is not None else 1.0)
     df_resid = exog.shape[0] - exog.shape[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if groups is not None:
-            res = reduced.fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
-        else:
-            res = reduced.fit()
+    if groups is not None:
+        res = reduced.fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
+    else:
+        res = reduced.fit()
     with_interval = groups is not None or df_resid > 0
-    params, bse = np.asarray(res.params), np.asarray(res.bse)
-    ci = np.asarray(res.conf_int(0.05)) if with_interval else None
-    pv = np.asarray(res.pvalues) if with_interval else None
-    terms = []
-    for j, name in enumerate(names):
-        term = _term_of(name, stages, design.stages)
-        entry: dict[str, Any] = {"term": _term_label(term), "levels": term, "order": len(term)}
-        if name in dropped:
-            entry.update(estimate=None, stderr=None, ci_low=None, ci_high=None, p_value=None, estimable=False,
-                         note="not estimable: the present cells cannot separate it from the terms above")
-        else:
-            k = keep.index(j)
-            entry.update(estimate=float(params[k]), estimable=True, note="",
-                         stderr=float(bse[k]) if with_interval else None,
-                         ci_low=float(ci[k, 0]) if ci is not None else None,
-                         ci_high=float(ci[k, 1]) if ci is not None else None,
-                         p_value=float(pv[k]) if pv is not None else None)
-        terms.append(entry)
+    terms = [_term_entry(name, j, keep, res, with_interval, stages, design) for j, name in enumerate(names)]
     tests = _term_tests(res, [names[j] for j in keep], stages, design) if with_interval else []
-    if with_interval and not dropped and groups is None:
+    if with_interval and len(keep) == len(names) and groups is None:
         tests = _anova(model) or tests
     return {"terms": terms, "tests": tests, "df_resid": int(df_resid), "with_interval": with_interval,
             "n_clusters": int(len(np.unique(groups))) if groups is not None else None}
+
+
+def _term_entry(name: str, j: int, keep: list[int], res: Any, with_interval: bool, stages: list[str],
+                design: Design) -> dict[str, Any]:
+    """One design column as a term: estimate, stderr, 95% CI and p, or not estimable."""
+    term = _term_of(name, stages, design.stages)
+    entry: dict[str, Any] = {"term": _term_label(term), "levels": term, "order": len(term)}
+    if j not in keep:
+        entry.update(estimate=None, stderr=None, ci_low=None, ci_high=None, p_value=None, estimable=False,
+                     note="not estimable: the present cells cannot separate it from the other terms")
+        return entry
+    k = keep.index(j)
+    entry.update(estimate=float(np.asarray(res.params)[k]), estimable=True, note="", stderr=None, ci_low=None,
+                 ci_high=None, p_value=None)
+    if with_interval:
+        ci = np.asarray(res.conf_int(0.05))
+        entry.update(stderr=float(np.asarray(res.bse)[k]), ci_low=float(ci[k, 0]), ci_high=float(ci[k, 1]),
+                     p_value=float(np.asarray(res.pvalues)[k]))
+    return entry
 
 
 def _term_label(term: dict[str, str]) -> str:
@@ -422,7 +428,6 @@ def _metric_effects(design: Design, h: Headline, data: dict[str, PathData]) -> d
     for t in fitted["tests"]:
         t["term"] = _rename_test_term(t["term"], stages)
     out.update(fitted)
-    out["notes"] = notes + fitted.pop("extra_notes", [])
     return out
 
 
@@ -475,13 +480,11 @@ def _value_fit(design: Design, stages: list[str], present: list[str], keys: list
     df = _frame(design, stages, records)
     fit = _fit(design, stages, df, weights, None)
     how = "WLS on cell values, weights 1/stderr²" if weighted else "OLS on cell values (a cell has no stderr)"
-    extra = []
     if fit["df_resid"] > 0:
         how += f", residual df {fit['df_resid']}"
     else:
         how += ": no replicates: effect estimates without interval"
-        extra.append("no replicates: effect estimates without interval (the terms use every degree of freedom)")
-    fit.update(method=how, n_obs=len(records), extra_notes=extra)
+    fit.update(method=how, n_obs=len(records))
     return fit
 
 
