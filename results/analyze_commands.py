@@ -14,7 +14,8 @@ analyze_app = typer.Typer(help="Analyses of a run: effects of a grid's stages, o
 
 RunOpt = Annotated[str | None, typer.Option("--run", help="run id or prefix (default: the latest run)")]
 MetricOpt = Annotated[list[str] | None, typer.Option("--metric", help="headline metric (repeatable; default: all): "
-                                                    "quality, trust, decode_tps, ttft_s, peak_rss, energy_per_token")]
+                                                    "quality, trust, decode_tps, ttft_s, peak_rss, energy_per_token, or "
+                                                    "suite/task/metric")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the analysis as JSON")]
 
 

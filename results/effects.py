@@ -417,7 +417,7 @@ def _metric_effects(design: Design, h: Headline, data: dict[str, PathData]) -> d
         notes.append(f"stages with one level in the measured cells, not in the model: {', '.join(constant)}")
     first = data[present[0]].metrics[common[0]]
     out: dict[str, Any] = {"metric": h.name, "label": h.label, "unit": first["unit"] or h.unit,
-                           "higher_is_better": h.higher_is_better, "keys": ["/".join(k) for k in common],
+                           "higher_is_better": bool(first["higher_is_better"]), "keys": ["/".join(k) for k in common],
                            "n_cells": len(present), "missing_cells": _missing(design, present, h.name),
                            "notes": notes}
     if not stages:
@@ -531,14 +531,22 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run: str | None) -> str:
 
 
 def select_headlines(metrics: Sequence[str] | None) -> list[Headline]:
-    """Headlines by name (all of them when none are named)."""
+    """Headlines by name (all of them when none are named); ``suite/task/metric`` names one metric (e.g.
+    ``quality/wikitext/word_perplexity``), its unit and direction then come from the data."""
     if not metrics:
         return list(HEADLINES)
     known = {h.name: h for h in HEADLINES}
-    bad = [m for m in metrics if m not in known]
-    if bad:
-        raise UsageError(f"--metric {bad[0]!r} is not a headline metric (allowed: {', '.join(known)})")
-    return [known[m] for m in metrics]
+    out = []
+    for m in metrics:
+        parts = m.split("/")
+        if m in known:
+            out.append(known[m])
+        elif len(parts) == 3 and all(parts):
+            out.append(Headline(m, m, parts[0], (parts[2],), parts[1], "", True))
+        else:
+            raise UsageError(f"--metric {m!r} is not a headline metric (allowed: {', '.join(known)}, or "
+                             f"suite/task/metric)")
+    return out
 
 
 def _run_paths(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[Any, str | None, list[dict[str, Any]]]:

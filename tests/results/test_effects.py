@@ -148,6 +148,9 @@ def test_value_only_metric_uses_wls_with_residual_df(tmp_path: Path):
     q = _terms(tps)["quantize=quant.int8"]
     assert q["estimate"] == pytest.approx(TRUE_TPS["quantize"], abs=0.5) and q["ci_low"] is not None
     assert tps["tests"] and tps["tests"][0]["test"] == "ANOVA Type II F"
+    (itl,) = grid_effects(db, metrics=["latency/p16b1/itl_s"])["groups"][0]["metrics"]  # one metric by its key
+    assert itl["keys"] == ["latency/p16b1/itl_s"] and itl["unit"] == "s" and itl["higher_is_better"] is False
+    assert _terms(itl)["quantize=quant.int8"]["estimate"] < 0  # faster decoding: shorter inter-token latency
 
 
 def test_value_only_metric_without_replicates_gives_no_interval(tmp_path: Path):
