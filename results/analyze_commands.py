@@ -19,6 +19,17 @@ MetricOpt = Annotated[list[str] | None, typer.Option("--metric", help="headline 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the analysis as JSON")]
 
 
+def _plain(value: Any) -> Any:
+    """JSON-safe: NaN (e.g. a comparison with a missing value) as null, which strict JSON readers accept."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _p(p: float | None) -> str:
     if p is None:
         return "—"
@@ -85,7 +96,7 @@ def effects_cmd(run: RunOpt = None, metric: MetricOpt = None, as_json: JsonOpt =
     effects = grid_effects(path, run, metric)
     order = order_effects(path, effects["run_id"], metric, seed=seed)
     if as_json:
-        typer.echo(json.dumps({"effects": effects, "order": order}, default=str, indent=1))
+        typer.echo(json.dumps(_plain({"effects": effects, "order": order}), default=str, indent=1))
         return
     typer.echo(effects_text(effects))
     typer.echo("")
@@ -99,4 +110,4 @@ def order_cmd(run: RunOpt = None, metric: MetricOpt = None, as_json: JsonOpt = F
     from results.effects import order_effects
 
     order = order_effects(_db(db, workspace), run, metric, seed=seed)
-    typer.echo(json.dumps(order, default=str, indent=1) if as_json else order_text(order))
+    typer.echo(json.dumps(_plain(order), default=str, indent=1) if as_json else order_text(order))
