@@ -1,5 +1,6 @@
 """CLI commands of the results package: ``slm results``, ``slm export``, ``slm compare``, ``slm check``,
-``slm baseline export``. Registered on the ``slm`` app by :func:`register`."""
+``slm baseline export``, ``slm analyze`` (:mod:`results.analyze_commands`). Registered on the ``slm`` app by
+:func:`register`."""
 
 from __future__ import annotations
 
@@ -135,3 +136,6 @@ def register(app: typer.Typer) -> None:
     app.command("compare")(compare_cmd)
     app.command("check")(check_cmd)
     app.add_typer(baseline_app, name="baseline")
+    from results.analyze_commands import analyze_app  # imports this module's options: registered here
+
+    app.add_typer(analyze_app, name="analyze")

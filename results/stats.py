@@ -1,14 +1,23 @@
-"""Significance tests for comparing two measurements (numpy only, seeded, so reports are reproducible)."""
+"""Significance tests for comparing two measurements, on scipy.stats (seeded, so reports are reproducible).
+
+McNemar's exact test is scipy's binomial test on the discordant pairs; the bootstraps are
+:func:`scipy.stats.bootstrap` (percentile intervals, a seeded generator); normal tails come from
+:data:`scipy.stats.norm`.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sps
 
 BOOTSTRAP_RESAMPLES = 2000
+#: two-sided 95% normal quantile (1.95996...)
+Z95 = float(sps.norm.ppf(0.975))
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,8 @@ class TestResult:
 
 
 def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> TestResult:
-    """Exact McNemar test on paired right/wrong outcomes (binomial test on the discordant pairs)."""
+    """Exact McNemar test on paired right/wrong outcomes: a two-sided binomial test (p = 1/2) on the discordant
+    pairs (:func:`scipy.stats.binomtest`). The interval is Wald's for a paired difference of proportions."""
     a = np.asarray(a_correct, dtype=bool)
     b = np.asarray(b_correct, dtype=bool)
     if a.shape != b.shape or a.size == 0:
@@ -40,28 +50,47 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> TestR
     only_a = int(np.sum(a & ~b))
     only_b = int(np.sum(~a & b))
     discordant = only_a + only_b
-    k = min(only_a, only_b)
-    p = 1.0 if discordant == 0 else min(1.0, 2 * sum(math.comb(discordant, i) for i in range(k + 1)) / 2**discordant)
+    p = 1.0 if discordant == 0 else float(sps.binomtest(min(only_a, only_b), discordant, 0.5).pvalue)
     diff = float(b.mean() - a.mean())
-    # Interval of the paired difference of proportions (Wald on the discordant pairs).
     n = a.size
     se = math.sqrt(max(discordant / n - diff**2, 0.0) / n)
-    return TestResult(diff, diff - 1.96 * se, diff + 1.96 * se, p, n, "mcnemar-exact")
+    return TestResult(diff, diff - Z95 * se, diff + Z95 * se, min(1.0, p), n, "mcnemar-exact")
+
+
+def _bootstrap(data: tuple[np.ndarray, np.ndarray], statistic: Callable[..., np.ndarray], paired: bool, seed: int,
+               resamples: int) -> tuple[float, float, float]:
+    """Percentile 95% interval and a two-sided p (the share of the bootstrap distribution on the other side of
+    zero, doubled) of ``statistic(a, b)``."""
+    with warnings.catch_warnings():  # a constant difference is a degenerate (but valid) distribution
+        warnings.simplefilter("ignore")
+        res = sps.bootstrap(data, statistic, paired=paired, vectorized=True, n_resamples=resamples,
+                            method="percentile", rng=np.random.default_rng(seed))
+    dist = res.bootstrap_distribution
+    p = min(1.0, 2 * min(float(np.mean(dist <= 0)), float(np.mean(dist >= 0))))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high), p
+
+
+def _mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(y - x, axis=axis)
+
+
+def _median_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(y, axis=axis) - np.median(x, axis=axis)
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], seed: int = 0,
                      resamples: int = BOOTSTRAP_RESAMPLES) -> TestResult:
-    """Paired bootstrap of the mean difference of per-item scores; p from the interval's sign test."""
+    """Paired bootstrap (items resampled together) of the mean difference of per-item scores; p from the
+    bootstrap distribution's sign. One item gives the difference without an interval."""
     x = np.asarray(a, dtype=float)
     y = np.asarray(b, dtype=float)
     if x.shape != y.shape or x.size == 0:
         raise ValueError("paired_bootstrap needs two non-empty score lists of equal length")
-    d = y - x
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    p = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
-    return TestResult(float(d.mean()), float(lo), float(hi), p, int(d.size), "paired-bootstrap")
+    diff = float(np.mean(y - x))
+    if x.size < 2:
+        return TestResult(diff, None, None, None, 1, "paired-bootstrap (1 item: no interval)")
+    lo, hi, p = _bootstrap((x, y), _mean_diff, True, seed, resamples)
+    return TestResult(diff, lo, hi, p, int(x.size), "paired-bootstrap")
 
 
 def bootstrap_median_diff(a: Sequence[float], b: Sequence[float], seed: int = 0,
@@ -71,14 +100,12 @@ def bootstrap_median_diff(a: Sequence[float], b: Sequence[float], seed: int = 0,
     y = np.asarray(b, dtype=float)
     if x.size == 0 or y.size == 0:
         raise ValueError("bootstrap_median_diff needs observations on both sides")
-    rng = np.random.default_rng(seed)
-    mx = np.median(x[rng.integers(0, x.size, size=(resamples, x.size))], axis=1)
-    my = np.median(y[rng.integers(0, y.size, size=(resamples, y.size))], axis=1)
-    diffs = my - mx
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
-    return TestResult(float(np.median(y) - np.median(x)), float(lo), float(hi), p, int(min(x.size, y.size)),
-                      "bootstrap-median")
+    diff = float(np.median(y) - np.median(x))
+    n = int(min(x.size, y.size))
+    if n < 2:
+        return TestResult(diff, None, None, None, n, "bootstrap-median (1 observation: no interval)")
+    lo, hi, p = _bootstrap((x, y), _median_diff, False, seed, resamples)
+    return TestResult(diff, lo, hi, p, n, "bootstrap-median")
 
 
 def z_test(a: float, se_a: float | None, b: float, se_b: float | None) -> TestResult:
@@ -89,6 +116,5 @@ def z_test(a: float, se_a: float | None, b: float, se_b: float | None) -> TestRe
     se = math.sqrt(se_a**2 + se_b**2)
     if se == 0:
         return TestResult(diff, diff, diff, 1.0 if diff == 0 else 0.0, 0, "z-test")
-    z = abs(diff) / se
-    p = math.erfc(z / math.sqrt(2))
-    return TestResult(diff, diff - 1.96 * se, diff + 1.96 * se, p, 0, "z-test")
+    p = float(2 * sps.norm.sf(abs(diff) / se))
+    return TestResult(diff, diff - Z95 * se, diff + Z95 * se, p, 0, "z-test")
