@@ -84,6 +84,10 @@ def run_suite_on(mat: Materializer, run: SuiteRun, base_hash: str | None, workdi
     base = None
     if getattr(cls, "needs_base", False) and base_hash and base_hash != run.node:
         base = with_runtime(mat.handle(base_hash), run.hardware)
+    reference = None
+    if getattr(cls, "needs_reference", False) and (ref := torch_reference(mat.nodes, run.node)) is not None:
+        mat.check_memory_cap(ref, run.hardware, f"suite {run.suite.name}'s torch reference")
+        reference = with_runtime(mat.handle(ref), run.hardware)
     options = dict(run.suite.options)
     artifact = mat.cache.path(run.node)
     saved = None if artifact.is_dir() else saved_handle_dir(mat.nodes[run.node])
@@ -91,7 +95,8 @@ def run_suite_on(mat: Materializer, run: SuiteRun, base_hash: str | None, workdi
         options.setdefault("artifact_dir", saved or str(artifact))
     data = options.get("data_dir") or data_dir
     ctx = SuiteContext(profile=run.suite.profile, options=options, seed=seed, workdir=workdir,
-                       hardware=run.hardware.as_dict(), data_dir=Path(str(data)) if data else None, base=base)
+                       hardware=run.hardware.as_dict(), data_dir=Path(str(data)) if data else None, base=base,
+                       reference=reference)
     workdir.mkdir(parents=True, exist_ok=True)
     result = cls().run(handle, ctx)
     settings = {**handle.settings, **result.settings, "device": run.hardware.device,
@@ -102,6 +107,25 @@ def run_suite_on(mat: Materializer, run: SuiteRun, base_hash: str | None, workdi
         "raw": [dataclasses.asdict(r) for r in result.raw],
         "settings": settings,
     }
+
+
+def torch_reference(nodes: dict[str, Node], h: str) -> str | None:
+    """The nearest node of ``h``'s lineage (following ``model`` inputs) whose artifact runs on torch, when ``h`` itself
+    runs on another backend (ONNX Runtime, llama.cpp): the same weights before the deploy step converted them. None
+    when ``h`` runs on torch or no such node exists (e.g. a GGUF source)."""
+    from adapters import formats as F
+
+    def on_torch(node: Node) -> bool:
+        fmt = node.format or (F.TORCH if node.kind == "source" else None)
+        return fmt not in (F.ONNX, F.GGUF)
+
+    if on_torch(nodes[h]):
+        return None
+    while "model" in nodes[h].inputs:
+        h = nodes[h].inputs["model"]
+        if on_torch(nodes[h]):
+            return h
+    return None
 
 
 def saved_handle_dir(node: Node) -> str | None:

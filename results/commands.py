@@ -70,18 +70,25 @@ def compare_cmd(
     b: Annotated[str, typer.Argument(help="path or run to compare with A")],
     db_b: Annotated[str | None, typer.Option("--db-b", help="B's database, if not the same")] = None,
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    trajectory: Annotated[bool, typer.Option("--trajectory/--no-trajectory", help="below the table, each compared "
+                                             "path's chain base -> steps with every metric at each measured node "
+                                             "(shown when intermediate nodes were measured: evaluate: all)")] = True,
     db: DbOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Per metric: B - A with a paired test (McNemar / paired bootstrap) or a bootstrap CI of medians."""
     from results import report
-    from results.compare import compare
+    from results.compare import compare, compared_trajectories
+    from results.trajectories import trajectory_table
 
     rows = compare(_db(db, workspace), a, b, db_b=db_b, seed=seed)
     if not rows:
         raise UsageError(f"{a} and {b} have no metric in common")
     typer.echo(f"A = {rows[0]['path_a']}\nB = {rows[0]['path_b']}")
     typer.echo(report.compare_table(rows))
+    for traj in compared_trajectories(_db(db, workspace), a, b, db_b=db_b) if trajectory else []:
+        typer.echo(f"\ntrajectory of {traj.path_name} [{traj.hardware_profile}] (~: estimate)")
+        typer.echo(trajectory_table(traj))
 
 
 def check_cmd(
@@ -136,6 +143,8 @@ def register(app: typer.Typer) -> None:
     app.command("compare")(compare_cmd)
     app.command("check")(check_cmd)
     app.add_typer(baseline_app, name="baseline")
+    from results import breakeven_commands
     from results.analyze_commands import analyze_app  # imports this module's options: registered here
 
+    breakeven_commands.register_analyze(analyze_app)  # `slm analyze breakeven`
     app.add_typer(analyze_app, name="analyze")

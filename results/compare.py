@@ -19,6 +19,7 @@ from adapters.errors import UsageError
 from results import stats
 from results.queries import resolve_path, rows
 from results.store import connect
+from results.trajectories import Trajectory, trajectories
 
 PAIRED_SUITES = ("quality", "trust")
 Key = tuple[str, str, str]
@@ -171,3 +172,14 @@ def _compare_runs(db: str | Path, run_a: str, db_b: str | Path, run_b: str, seed
             row.update(path_a=a.name, path_b=b.name)
             out.append(row)
     return out
+
+
+def compared_trajectories(db: str | Path, ref_a: str, ref_b: str, db_b: str | Path | None = None) -> list[Trajectory]:
+    """The trajectories (:mod:`results.trajectories`) of the two compared paths that have intermediate measurements
+    (``evaluate: all``); none when two runs are compared."""
+    db_b = db_b or db
+    if _as_run(db, ref_a) and _as_run(db_b, ref_b):
+        return []
+    found = trajectories(db, [resolve_path(db, ref_a)["path_id"]]) + \
+        trajectories(db_b, [resolve_path(db_b, ref_b)["path_id"]])
+    return [t for t in found if t.has_intermediate]

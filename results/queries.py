@@ -12,7 +12,7 @@ from adapters.errors import UsageError
 from results.store import connect
 from results.views import HEADLINES
 
-VIEWS = ("leaderboard", "metrics_long", "metrics_wide", "node_costs")
+VIEWS = ("leaderboard", "metrics_long", "metrics_wide", "node_costs", "trajectories")
 _JSON_COLS = {"steps", "report", "lineage_step", "chain", "params", "inputs", "details", "settings", "library_versions", "footprint",
               "environment", "hardware", "spec", "definition"}
 

@@ -21,6 +21,12 @@
     pruning, ``kl_before``/``kl_after`` for distillation, ``first_loss``/``final_loss`` for training, ``bits``
     and ``group_size`` for quantization). Both are null for nodes recorded before schema v4 and ``report`` is
     null for techniques that report nothing.
+``trajectories``
+    One row per (path, position in its chain, suite, task, metric) for every node of the chain that was measured
+    (the base at position 0; intermediate nodes only with ``evaluate: all``): path_id, path_name, base,
+    hardware_profile, position, chain_length, node_hash, technique (null for the base), run_id, run_key, suite,
+    profile, task, metric, value, stderr, n, unit, higher_is_better, method, is_estimate, recorded_at. The latest
+    measurement of a node under the path's hardware profile wins, as in ``metrics_long``.
 """
 
 from __future__ import annotations
@@ -83,6 +89,26 @@ SELECT node_hash, technique, technique_version, params, status, wall_time_s, pea
 FROM nodes WHERE technique IS NOT NULL
 """
 
+#: the query behind the ``trajectories`` view (also run directly on a database opened read-only before the view existed)
+TRAJECTORIES_SELECT = """
+WITH chain AS (
+    SELECT p.path_id, p.name AS path_name, p.base, p.hardware_profile, pos.position,
+           json_array_length(p.chain) AS chain_length,
+           json_extract_string(p.chain, '$[' || pos.position || ']') AS node_hash
+    FROM paths p, LATERAL (SELECT unnest(range(json_array_length(p.chain)::BIGINT)) AS position) pos
+)
+SELECT c.path_id, c.path_name, c.base, c.hardware_profile, c.position, c.chain_length, c.node_hash, n.technique,
+       sr.run_id, sr.run_key, m.suite, sr.profile, m.task, m.metric, m.value, m.stderr, m.n, m.unit,
+       m.higher_is_better, m.method, starts_with(m.method, 'estimated') AS is_estimate, sr.recorded_at
+FROM chain c
+LEFT JOIN nodes n ON n.node_hash = c.node_hash
+JOIN suite_runs sr ON sr.node_hash = c.node_hash AND sr.hardware_profile = c.hardware_profile AND sr.status = 'ok'
+JOIN metrics m ON m.run_key = sr.run_key
+QUALIFY row_number() OVER (PARTITION BY c.path_id, c.position, m.suite, m.task, m.metric
+                           ORDER BY sr.recorded_at DESC) = 1
+"""
+_TRAJECTORIES = f"CREATE OR REPLACE VIEW trajectories AS {TRAJECTORIES_SELECT}"
+
 
 def _headline_sql(h: Headline) -> str:
     like = " OR ".join(f"metric LIKE '{m}'" for m in h.metrics)
@@ -111,6 +137,7 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)create every view; ``metrics_wide`` lists the metric keys present now."""
     con.execute(_METRICS_LONG)
     con.execute(_NODE_COSTS)
+    con.execute(_TRAJECTORIES)
     con.execute(leaderboard_sql())
     refresh_metrics_wide(con)
 

@@ -123,6 +123,8 @@ class SuiteContext:
         hardware: the declared hardware profile as a mapping.
         data_dir: where local benchmark files live (None: built-in data only).
         base: the path's base model handle, for suites that report retention (may be None).
+        reference: for a suite with ``needs_reference`` (``parity``), the nearest model of the node's lineage that
+            runs on torch, when the node itself runs on another backend (None otherwise).
     """
 
     profile: str = "quick"
@@ -132,6 +134,7 @@ class SuiteContext:
     hardware: dict[str, Any] = field(default_factory=dict)
     data_dir: Path | None = None
     base: ModelHandle | None = None
+    reference: ModelHandle | None = None
 
 
 class Suite:
