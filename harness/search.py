@@ -32,7 +32,8 @@ from adapters.errors import SpecError, UsageError
 from harness.plan import Plan, PlannedPath, content_hash
 from harness.spec import Constraint, ExperimentSpec, Goal, SearchSpec
 
-#: consecutive asks that bring no new path before a search stops (the sampler keeps proposing paths already run)
+#: consecutive asks that bring no new path before a search stops (the sampler keeps proposing paths already run, or
+#: combinations the grid excludes)
 MAX_IDLE_ASKS = 50
 STATES = ("complete", "pruned", "failed")
 
@@ -346,7 +347,8 @@ class Search:
         idle = 0
         while len(ran) < min(self.search.trials, len(self.space.plan.paths)):
             if idle >= MAX_IDLE_ASKS:
-                out.stopped = (f"the sampler proposed only paths already run ({MAX_IDLE_ASKS} times in a row): "
+                out.stopped = (f"the sampler proposed only paths already run or off the grid ({MAX_IDLE_ASKS} times "
+                               f"in a row): "
                                f"stopped at {len(ran)} of {self.search.trials} trials")
                 self.echo(f"search: {out.stopped}")
                 return
@@ -495,12 +497,13 @@ class Search:
 
 
 def _record(t: Any) -> TrialRecord | None:
-    """A stored Optuna trial as a :class:`TrialRecord` (None for a combination off the grid, or a running trial)."""
+    """A stored Optuna trial as a :class:`TrialRecord` (None for a combination off the grid, a running trial, or one
+    an interruption failed before its result was told: every told trial has the ``feasible`` attribute)."""
     from optuna.trial import TrialState
 
     attrs = t.user_attrs
-    if "path_id" not in attrs or t.state == TrialState.RUNNING:
-        return None
+    if "path_id" not in attrs or t.state == TrialState.RUNNING or "feasible" not in attrs:
+        return None  # off the grid, running, or interrupted before it was told (its path may be asked again)
     state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, "failed")
     stored = attrs.get("objective") if state != "pruned" else None
     return TrialRecord(t.number, attrs["path"], attrs["path_id"], state, stored["value"] if stored else None,

@@ -82,9 +82,11 @@ def test_search_runs_trials_as_paths_and_reports_the_best_feasible(test_componen
 def test_search_resumes_without_repeating_trials(test_components, tmp_path):
     first, _ = _search(SPEC, tmp_path, TRIALS=3)
     done = {t.path_id for t in first.trials}
-    # an interrupted search leaves a trial running: the next run fails it and goes on
+    # an interrupted search leaves a trial running on a path: the next run fails it, does not count it, and goes on
     study, _ = open_study(_spec(SPEC, TRIALS=3), tmp_path)
-    study.ask()
+    left = study.ask()
+    left.set_user_attr("path", "interrupted")
+    left.set_user_attr("path_id", "0" * 16)
     second, lines = _search(SPEC, tmp_path, TRIALS=5)  # a larger budget continues the same study
     assert storage_path(_spec(SPEC, TRIALS=5), tmp_path) == first.storage
     assert any(line.startswith("search: resuming") for line in lines)
@@ -93,7 +95,8 @@ def test_search_resumes_without_repeating_trials(test_components, tmp_path):
     new = [t for t in second.trials if t.repeat_of is None and t.number > max(x.number for x in first.trials)]
     assert len(new) == 2 and not {t.path_id for t in new} & done
     study = optuna.load_study(study_name=second.study_name, storage=f"sqlite:///{second.storage}")
-    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert study.trials[left.number].state.name == "FAIL"
+    assert left.number not in {t.number for t in second.trials} and "interrupted" not in {t.path for t in second.trials}
     third, _ = _search(SPEC, tmp_path, TRIALS=5)  # the same spec again: nothing left to do
     assert (third.run.suite_runs_executed, third.run.steps_executed) == (0, 0)
     assert len(third.trials) == len(second.trials) and third.best == second.best
