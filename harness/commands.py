@@ -62,8 +62,16 @@ def run_cmd(
     parsed = _load(spec)
     if executor is None:
         executor = "ray" if ray_address else ("subprocess" if jobs > 1 else "inprocess")
-    summary = Runner(parsed, ws, executor=executor, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"),
-                     progress=progress, strict=strict, jobs=jobs, ray_address=ray_address, retries=retries).run()
+    runner = Runner(parsed, ws, executor=executor, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"),
+                    progress=progress, strict=strict, jobs=jobs, ray_address=ray_address, retries=retries)
+    found = None
+    if parsed.search is not None:  # `search:`: Optuna picks the paths to run (harness/search.py)
+        from harness.search import Search
+
+        found = Search(runner, echo=_echo).run()
+        summary = found.run
+    else:
+        summary = runner.run()
     for dropped in summary.dropped:
         _echo(f"  dropped (formats do not fit): {dropped}")
     _echo(
@@ -78,6 +86,11 @@ def run_cmd(
         _echo(f"  hardware profile skipped: {skipped}")
     for failure in summary.failures:
         _echo(f"  failed: {failure.splitlines()[0][:300]}")
+    if found is not None:
+        from harness.search import summary_lines
+
+        for line in summary_lines(found, parsed.search):
+            _echo(line)
     _echo(f"results: {summary.db_path}")
     if leaderboard:
         site = _build_site(summary.db_path, ws / "site")
@@ -114,7 +127,12 @@ def plan_cmd(
     from harness.plan import make_plan
 
     ws = resolve_workspace(workspace)
-    plan = make_plan(_load(spec), strict=strict, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"))
+    parsed = _load(spec)
+    plan = make_plan(parsed, strict=strict, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"))
+    if parsed.search is not None:
+        from harness.search import check_metrics
+
+        check_metrics(parsed)
     cache = ArtifactCache(ws / "artifacts")
     done = _completed_runs(ws / "results.duckdb")
     _echo(f"experiment {plan.spec.name}: {len(plan.paths)} paths, {len(plan.nodes)} nodes")
@@ -136,6 +154,12 @@ def plan_cmd(
             _echo(f"  {d.reason}")
     _echo(f"would execute {steps} technique steps and {runs} suite runs "
                f"({len(plan.technique_nodes()) - steps} steps cached, {len(plan.suite_runs) - runs} suite runs done)")
+    if parsed.search is not None:  # a search runs only the paths its sampler picks: at most `trials` of them
+        from harness.search import describe
+
+        _echo("(for the whole grid; the search runs at most its trial budget of these paths)")
+        for line in describe(parsed, plan):
+            _echo(line)
 
 
 def _short(ref: Any) -> str:

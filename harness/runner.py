@@ -8,8 +8,10 @@ are skipped when a spec is run again, so an interrupted run resumes where it sto
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,18 @@ class RunSummary:
         return "ok" if not (self.steps_failed or self.suite_runs_failed) else "partial"
 
 
+@dataclass
+class RunSession:
+    """A run in progress (:meth:`Runner.session`): its whole plan, store, executor and summary, and what it has
+    attempted so far (node hash or suite run key -> status), which a later :meth:`Runner.execute` does not repeat."""
+
+    plan: Plan
+    store: Any
+    executor: Any
+    summary: RunSummary
+    attempted: dict[str, str] = field(default_factory=dict)
+
+
 class Runner:
     """Executes one spec into one workspace.
 
@@ -70,9 +84,20 @@ class Runner:
         self.progress = RunProgress(enabled=progress)
 
     def run(self) -> RunSummary:
+        """Plan the spec and execute every path of it (a ``search:`` spec runs through :mod:`harness.search`)."""
+        with self.session() as session:
+            self.execute(session, session.plan)
+        return session.summary
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[RunSession]:
+        """One run: the plan, the executor and the store, opened and the run started; on leaving, the run is
+        finished with its status (``interrupted`` on an exception) and the executor closed. Inside it,
+        :meth:`execute` runs the whole plan or parts of it (a search runs one path per trial)."""
         start = time.perf_counter()
         plan = make_plan(self.spec, strict=self.strict, data_dir=self.data_dir)
         self._nodes = plan.nodes
+        self._attempted: dict[str, str] = {}
         executor = make_executor(self.executor_name, plan, self.workspace, self.data_dir, jobs=self.jobs,
                                  ray_address=self.ray_address, retries=self.retries)
         store = self._open_store()
@@ -80,11 +105,9 @@ class Runner:
                              dropped=[f"{d.name}: {d.reason}" for d in plan.dropped],
                              skipped_profiles=[f"{s.name}: {s.reason}" for s in plan.skipped_profiles])
         self._start(store, summary)
+        session = RunSession(plan, store, executor, summary, self._attempted)
         try:
-            with self.progress:
-                self._record_paths(plan, store, summary)
-                tasks = self._tasks(plan, store, summary)
-                schedule(tasks, executor, self._begin, lambda task, outcome: self._done(store, summary, task, outcome))
+            yield session
         except BaseException:
             store.finish_run(summary.run_id, "interrupted")
             raise
@@ -93,7 +116,15 @@ class Runner:
         summary.wall_time_s = time.perf_counter() - start
         store.finish_run(summary.run_id, summary.status)
         store.close()
-        return summary
+
+    def execute(self, session: RunSession, part: Plan) -> None:
+        """Record ``part``'s paths in the run and compute what it still needs: nodes and suite runs neither cached,
+        stored nor attempted earlier in this session."""
+        with self.progress:
+            self._record_paths(part, session.store, session.summary)
+            tasks = self._tasks(part, session.store, session.summary)
+            schedule(tasks, session.executor, self._begin,
+                     lambda task, outcome: self._done(session.store, session.summary, task, outcome))
 
     # -- stages -------------------------------------------------------------------------------
     def _open_store(self) -> Any:
@@ -122,17 +153,22 @@ class Runner:
         tasks: list[Task] = []
         node_task: dict[str, str] = {}
         for node in plan.nodes.values():
+            if node.hash in self._attempted:
+                continue
             if node.technique is None or cache.has(node.hash):
                 status = "cached" if node.technique is not None else "ok"
                 summary.steps_cached += node.technique is not None
                 store.record_node(summary.run_id, _node_record(node, Outcome(status), _cached_meta(cache, node)))
+                self._attempted[node.hash] = status
                 continue
             node_task[node.hash] = f"node:{node.hash}"
             deps = tuple(node_task[h] for h in node.input_hashes() if h in node_task)
             tasks.append(Task(node_task[node.hash], "node", node.label, deps, payload={"hash": node.hash}))
         done = store.completed_suite_runs()
-        todo = [r for r in plan.suite_runs if r.run_key not in done]
-        summary.suite_runs_skipped = len(plan.suite_runs) - len(todo)
+        fresh = [r for r in plan.suite_runs if r.run_key not in self._attempted]
+        todo = [r for r in fresh if r.run_key not in done]
+        summary.suite_runs_skipped += len(fresh) - len(todo)
+        self._attempted.update((r.run_key, "ok") for r in fresh if r.run_key in done)
         base_of = {h: p.chain[0] for p in plan.paths for h in p.chain}
         for run in _grouped_by_node(todo):
             label = f"{run.suite.name} on {plan.nodes[run.node].label} [{run.hardware.name}]"
@@ -156,6 +192,7 @@ class Runner:
             self._node_done(store, summary, task, outcome)
             return
         run: SuiteRun = task.payload["run"]
+        self._attempted[run.run_key] = outcome.status
         if outcome.status == "skipped":  # its model failed: nothing to measure, nothing recorded
             self.progress.suite_done(task.label, ok=False)
             return
@@ -175,6 +212,7 @@ class Runner:
         cache = ArtifactCache(self.workspace / "artifacts")
         meta = _cached_meta(cache, node) if outcome.status == "ok" else {}
         store.record_node(summary.run_id, _node_record(node, outcome, meta))
+        self._attempted[node.hash] = outcome.status
         if outcome.status == "ok":
             summary.steps_executed += 1
         else:

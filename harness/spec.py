@@ -20,7 +20,7 @@ from adapters.errors import SpecError, UsageError
 from suites.base import PROFILES
 
 TOP_LEVEL = ("name", "base", "bases", "hardware", "seed", "suites", "datasets", "grid", "exclude", "include",
-             "paths", "evaluate", "description", "max_steps", "max_paths")
+             "paths", "evaluate", "description", "max_steps", "max_paths", "search")
 EVALUATE = ("leaves", "all")
 #: the limits every spec is held to before anything is built from it (a spec is a few KiB of YAML)
 MAX_SPEC_BYTES = 1 << 20
@@ -93,6 +93,7 @@ class ExperimentSpec:
     file: str = "<spec>"
     text: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    search: SearchSpec | None = None
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:
@@ -154,6 +155,7 @@ def parse_spec(text: str, file: str = "<spec>") -> ExperimentSpec:
         file=file,
         text=text,
         raw=raw,
+        search=parse_search(raw, ctx, evaluate),
     )
 
 
@@ -453,3 +455,159 @@ def _paths(raw: dict[str, Any], ctx: _Ctx, default_base: str) -> list[PathSpec]:
     for p in paths:  # the same path given twice (e.g. by grid and include) is one path
         seen.setdefault((p.base, tuple(s.label() for s in p.steps)), p)
     return list(seen.values())
+
+
+# -- search: (harness/search.py runs it) -----------------------------------------------------------------------------
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "none")
+DIRECTIONS = ("maximize", "minimize")
+SEARCH_FIELDS = ("objective", "constraints", "trials", "sampler", "seed", "pruner", "startup_trials")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The metric a search optimizes: a leaderboard headline name (``quality``, ``decode_tps``, ...), or a stored
+    metric as ``suite/task/metric``, ``task/metric`` or ``metric`` (it must then match exactly one stored metric)."""
+
+    metric: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A bound a found path must hold: ``metric op bound`` with ``op`` ``>=`` or ``<=`` (metric named as in
+    :class:`Goal`)."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 when the constraint holds, else by how much it is missed."""
+        return self.bound - value if self.op == ">=" else value - self.bound
+
+    def label(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
+class SearchStage:
+    """One grid stage as a search dimension: its alternatives' labels (``none`` for no step) and steps."""
+
+    name: str
+    choices: tuple[str, ...]
+    steps: tuple[StepSpec | None, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """``search:``: find the best path of the grid under constraints with Optuna instead of running every path.
+
+    Attributes:
+        objective: what to optimize.
+        constraints: bounds every reported best path holds.
+        trials: how many distinct paths the search may run (a combination asked again is answered from its stored
+            result and does not count).
+        sampler: ``tpe``, ``random`` or ``grid`` (Optuna's TPESampler, RandomSampler, GridSampler).
+        seed: the sampler's seed.
+        pruner: ``median`` (Optuna's MedianPruner over a path's intermediate nodes; needs ``evaluate: all``) or None.
+        startup_trials: trials before TPE models the space and before the pruner prunes (random until then).
+        stages: the grid's stages, the dimensions of the space.
+    """
+
+    objective: Goal
+    constraints: tuple[Constraint, ...]
+    trials: int
+    sampler: str
+    seed: int
+    pruner: str | None
+    startup_trials: int
+    stages: tuple[SearchStage, ...]
+
+    @property
+    def space_size(self) -> int:
+        size = 1
+        for stage in self.stages:
+            size *= len(stage.choices)
+        return size
+
+
+def parse_search(raw: dict[str, Any], ctx: _Ctx, evaluate: str) -> SearchSpec | None:
+    """The ``search:`` field (None without one); its structure only: metric names are checked by
+    :mod:`harness.search` against the suites (a headline's suite at plan time, any other name at the first trial)."""
+    conf = raw.get("search")
+    if conf is None:
+        return None
+    if not isinstance(conf, dict):
+        ctx.fail("search", f"expected a mapping {{objective: {{metric, direction}}, constraints, trials, sampler}}, "
+                           f"got {conf!r}")
+    unknown = sorted(set(map(str, conf)) - set(SEARCH_FIELDS))
+    if unknown:
+        ctx.fail(f"search.{unknown[0]}", f"unknown field (allowed: {', '.join(SEARCH_FIELDS)})")
+    if not isinstance(raw.get("grid"), dict):
+        ctx.fail("search", "a search needs a `grid:`: its stages and their alternatives are the search space")
+    if raw.get("paths") or raw.get("include"):
+        ctx.fail("search", "a search runs over the `grid:` only: drop `paths:`/`include:` (or run them in another "
+                           "spec)")
+    if isinstance(raw.get("hardware"), list) and len(raw["hardware"]) != 1:
+        ctx.fail("hardware", "a search measures its constraints on one hardware profile: name exactly one")
+    if "objective" not in conf:
+        ctx.fail("search.objective", "missing: give {metric: NAME, direction: maximize | minimize}")
+    objective = _goal(conf["objective"], ctx, "search.objective")
+    constraints = conf.get("constraints") or []
+    if not isinstance(constraints, list):
+        ctx.fail("search.constraints", f"expected a list of {{metric: NAME, '>=': NUMBER}}, got {constraints!r}")
+    trials = _int(conf.get("trials", 10), ctx, "search.trials", minimum=1)
+    sampler = conf.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        ctx.fail("search.sampler", f"{sampler!r} is not allowed (allowed: {', '.join(SAMPLERS)})")
+    pruner = conf.get("pruner", "none")
+    if pruner not in PRUNERS:
+        ctx.fail("search.pruner", f"{pruner!r} is not allowed (allowed: {', '.join(PRUNERS)})")
+    if pruner != "none" and evaluate != "all":
+        ctx.fail("search.pruner", "pruning needs intermediate values: set `evaluate: all` (the suites then measure "
+                                  "every intermediate node of a path, and a trial is pruned after a stage)")
+    startup = _int(conf.get("startup_trials", max(1, min(10, trials // 2))), ctx, "search.startup_trials",
+                   minimum=1)
+    return SearchSpec(objective, tuple(_constraint(c, ctx, f"search.constraints[{i}]") for i, c in
+                                       enumerate(constraints)),
+                      trials, str(sampler), _int(conf.get("seed", raw.get("seed", 0)), ctx, "search.seed"),
+                      None if pruner == "none" else str(pruner), startup, _search_stages(raw["grid"], ctx))
+
+
+def _metric_name(value: Any, ctx: _Ctx, fld: str) -> str:
+    if not isinstance(value, str) or not value.strip() or value.count("/") > 2:
+        ctx.fail(fld, f"expected a metric name (a headline such as quality, or suite/task/metric, task/metric, "
+                      f"metric), got {value!r}")
+    return str(value)
+
+
+def _goal(conf: Any, ctx: _Ctx, fld: str) -> Goal:
+    if not isinstance(conf, dict) or set(conf) - {"metric", "direction"}:
+        ctx.fail(fld, f"expected {{metric: NAME, direction: maximize | minimize}}, got {conf!r}")
+    direction = conf.get("direction")
+    if direction not in DIRECTIONS:
+        ctx.fail(f"{fld}.direction", f"{direction!r} is not allowed (allowed: {', '.join(DIRECTIONS)})")
+    return Goal(_metric_name(conf.get("metric"), ctx, f"{fld}.metric"), str(direction))
+
+
+def _constraint(conf: Any, ctx: _Ctx, fld: str) -> Constraint:
+    ops = [op for op in (">=", "<=") if isinstance(conf, dict) and op in conf]
+    if not isinstance(conf, dict) or len(ops) != 1 or set(conf) - {"metric", ops[0]}:
+        ctx.fail(fld, f"expected {{metric: NAME, '>=': NUMBER}} or {{metric: NAME, '<=': NUMBER}}, got {conf!r}")
+    bound = conf[ops[0]]
+    if isinstance(bound, bool) or not isinstance(bound, int | float) or bound != bound:
+        ctx.fail(f"{fld}.{ops[0]}", f"expected a number, got {bound!r}")
+    return Constraint(_metric_name(conf.get("metric"), ctx, f"{fld}.metric"), ops[0], float(bound))
+
+
+def _search_stages(grid: dict[str, Any], ctx: _Ctx) -> tuple[SearchStage, ...]:
+    """The grid's stages with their alternatives (sweeps expanded: each swept value is an alternative)."""
+    out = []
+    for stage, alts in grid.items():
+        choices: dict[str, StepSpec | None] = {}
+        for i, alt in enumerate(alts):
+            for step in _step_variants(alt, ctx, f"grid.{stage}[{i}]"):
+                choices.setdefault("none" if step is None else step.label(), step)
+        out.append(SearchStage(str(stage), tuple(choices), tuple(choices.values())))
+    return tuple(out)
