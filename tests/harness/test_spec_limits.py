@@ -140,3 +140,24 @@ def test_an_undefined_dataset_name_fails_the_plan():
         make_plan(parse_spec("name: s\nbase: tiny-llama\npaths: [[{peft.lora: {dataset: nope}}]]\n", file="s.yaml"))
     assert "paths[0][0].dataset: 'nope' names no dataset (defined: none; builtin: synthetic" in one_line(info.value)
     make_plan(parse_spec("name: s\nbase: tiny-llama\npaths: [[{peft.lora: {dataset: synthetic}}]]\n", file="s.yaml"))
+
+
+@pytest.mark.parametrize(("steps", "fragment"), [
+    ("[{infer.decoding: {num_beams: 0}}]", "paths[0][0]: num_beams must be >= 1, got 0"),
+    ("[{peft.lora: {batch_size: 0}}]", "paths[0][0]: batch_size must be >= 1, got 0"),
+    ("[{peft.lora: {alpha: -16}}]", "alpha must be >= 1, got -16"),
+    ("[{train.continual: {weight_decay: -0.1}}]", "weight_decay must be >= 0, got -0.1"),
+    ("[{infer.decoding: {strategy: sample, seed: -1}}]", "seed must be >= 0, got -1"),
+    ("[{peft.lora: {lr: .nan}}]", "paths[0][0].lr: expected a finite number, got nan"),
+    ("[{ondevice.continual: {replay_from: nope}}]", "replay_from: 'nope' names no dataset"),
+    ("[{federated.distill: {public: nope}}]", "public: 'nope' names no dataset"),
+])
+def test_technique_parameter_values_fail_the_plan(steps: str, fragment: str):
+    """Issue 22: values accepted at plan time that failed only at run time."""
+    from harness.plan import make_plan
+
+    with pytest.raises(SLMError) as info:
+        make_plan(parse_spec(f"name: s\nbase: tiny-llama\npaths: [{steps}]\n", file="s.yaml"))
+    assert fragment in one_line(info.value) and "s.yaml" in str(info.value)
+    make_plan(parse_spec("name: s\nbase: tiny-llama\npaths: [[{merge.task_arithmetic: {models: [base], scale: -1}}]]\n",
+                         file="s.yaml"))  # a negative task-vector scale is task negation
