@@ -120,9 +120,10 @@ def connect(path: str | Path, read_only: bool = False, sandbox: bool = False) ->
         else:
             try:
                 con = duckdb.connect(str(path), read_only=read_only, config=dict(SANDBOX) if sandbox else {})
-            except duckdb.IOException as exc:
-                raise UsageError(f"{path}: not a readable results database ({str(exc).splitlines()[0]}): restore it "
-                                 f"from a backup, or move it aside and a new run starts a new one") from None
+            except duckdb.Error as exc:  # not a DuckDB file, a lost header, a write-ahead log that fails to replay
+                raise UsageError(f"{path}: not a readable results database ({str(exc).strip().splitlines()[0]}): "
+                                 f"`slm results --repair` copies what DuckDB can still read into a new one; else "
+                                 f"restore it from a backup, or move it aside and a new run starts a new one") from None
         try:
             yield con
         finally:
