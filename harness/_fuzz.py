@@ -96,7 +96,7 @@ def mutation_strategy(valid: str = VALID) -> Any:
     """A hypothesis strategy of mutated specs (imports hypothesis, a test dependency)."""
     from hypothesis import strategies as st
 
-    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+    text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)
     edit = st.tuples(st.integers(0, len(valid.splitlines()) - 1), st.sampled_from(EDITS),
                      st.one_of(st.sampled_from(JUNK), text))
     return st.lists(edit, min_size=1, max_size=4).map(lambda edits: apply_edits(edits, valid))
