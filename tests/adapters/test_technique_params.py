@@ -162,3 +162,12 @@ def test_bounds_metadata_and_zero_means():
         build_params(T, {"top_k": -1}, where="w")
     with pytest.raises(UsageError, match=r"budget must be >= 2, got 1 \(two at least\)"):
         build_params(T, {"budget": 1}, where="w")
+
+
+def test_every_technique_default_passes_its_own_bounds():
+    """The runner rebuilds a node's params with every default filled in: a default outside a bound would fail it."""
+    from adapters.technique import params_dict
+
+    for name in TECHNIQUES.names():
+        cls = get_technique(name)
+        assert build_params(cls, params_dict(cls.Params())) == cls.Params(), name
