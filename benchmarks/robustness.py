@@ -2,8 +2,8 @@
 
 (a) fuzz: N malformed specs (:mod:`harness._fuzz`, the hypothesis test's mutations, plus its hostile files) each
     planned by ``slm plan`` in a subprocess with a timeout: accepted, one-line errors, tracebacks, hangs.
-(b) kill -9: T trials of ``slm run`` on a tiny spec (tiny-llama, 3 paths, quick quality and a one-repeat memory suite) in one
-    workspace, each SIGKILLed at a random moment and resumed to completion: lost rows (expected path x metric
+(b) kill -9: T trials of ``slm run`` on a tiny spec (tiny-llama, 3 paths, quick quality and a one-repeat memory
+    suite), each in a fresh workspace, SIGKILLed at a random moment and resumed to completion: lost rows (expected path x metric
     missing), duplicated rows, runs left ``running``, children of the killed run still alive.
 (c) B concurrent ``slm leaderboard build`` of one workspace: crashes, and whether the final site has every file of a
     build made alone.
@@ -158,18 +158,24 @@ def kill_loop(trials: int, workdir: Path, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
     spec = workdir / "kill.yaml"
     spec.write_text(KILL_SPEC)
-    reference_ws, ws = workdir / "kill-reference", workdir / "kill-ws"
+    reference_ws = workdir / "kill-reference"
     cmd = [*SLM, "run", str(spec), "--no-progress", "--no-leaderboard"]
-    started = time.perf_counter()
-    ref = subprocess.run([*cmd, "-w", str(reference_ws)], capture_output=True, text=True, env=_env())
-    full_s = time.perf_counter() - started
-    if ref.returncode != 0:
-        raise SystemExit(f"the reference run failed: {ref.stderr[-2000:]}")
+    if (reference_ws / "results.duckdb").exists():  # a kept --workdir: the reference run of an earlier call
+        full_s = float(_query(reference_ws / "results.duckdb", "SELECT max(epoch(finished_at - started_at)) FROM runs "
+                                                                "WHERE status = 'ok'")[0][0])
+    else:
+        started = time.perf_counter()
+        ref = subprocess.run([*cmd, "-w", str(reference_ws)], capture_output=True, text=True, env=_env())
+        full_s = time.perf_counter() - started
+        if ref.returncode != 0:
+            raise SystemExit(f"the reference run failed: {ref.stderr[-2000:]}")
     expected = set(_query(reference_ws / "results.duckdb", "SELECT path_name, suite, task, metric FROM metrics_long"))
     print(f"(b) kill -9: {trials} trials of slm run ({len(expected)} path x metric rows, a run alone took "
           f"{full_s:.0f} s), each killed at a random moment in [1 s, {full_s:.0f} s] then resumed")
     totals = collections.Counter()
     for trial in range(trials):
+        # a workspace per trial: in one workspace every trial after the first would find everything done already
+        ws = workdir / f"kill-ws-{trial + 1}"
         at = rng.uniform(1.0, full_s)
         proc = subprocess.Popen([*cmd, "-w", str(ws)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=_env())
@@ -203,7 +209,8 @@ def kill_loop(trials: int, workdir: Path, seed: int) -> dict[str, int]:
         print(f"  trial {trial + 1}: killed at {at:.1f} s{' (had finished)' if finished_first else ''}, "
               f"{len(kids)} children seen, {len(orphans)} left alive; resume rc={resumed.returncode}; lost {lost}, "
               f"duplicated {duplicated}, stale running {stale}")
-    statuses = collections.Counter(s for (s,) in _query(ws / "results.duckdb", "SELECT status FROM runs"))
+    statuses = collections.Counter(s for t in range(trials) for (s,) in _query(
+        workdir / f"kill-ws-{t + 1}" / "results.duckdb", "SELECT status FROM runs"))
     print(table([*totals.items(), ("run statuses", dict(statuses))]))
     return dict(totals)
 
