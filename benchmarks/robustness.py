@@ -3,8 +3,8 @@
 (a) fuzz: N malformed specs (:mod:`harness._fuzz`, the hypothesis test's mutations, plus its hostile files) each
     planned by ``slm plan`` in a subprocess with a timeout: accepted, one-line errors, tracebacks, hangs.
 (b) kill -9: T trials of ``slm run`` on a tiny spec (tiny-llama, 3 paths, quick quality and a one-repeat memory
-    suite), each in a fresh workspace, SIGKILLed at a random moment and resumed to completion: lost rows (expected path x metric
-    missing), duplicated rows, runs left ``running``, children of the killed run still alive.
+    suite), each in a fresh workspace, SIGKILLed at a random moment and resumed to completion: lost rows
+    (expected path x metric missing), duplicated rows, runs left ``running``, children of the killed run still alive.
 (c) B concurrent ``slm leaderboard build`` of one workspace: crashes, and whether the final site has every file of a
     build made alone.
 
