@@ -3,8 +3,11 @@ wrong and what is allowed; the CLI prints ``str(error)`` and exits with the erro
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+import errno
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 
 class SLMError(Exception):
@@ -59,6 +62,49 @@ class ResourceRefusal(SLMError):
 
 class ModelLoadError(SLMError):
     """A model source could not be loaded (missing file, no network for a hub id, bad GGUF...)."""
+
+
+class StorageError(SLMError):
+    """A write the file system refused: the disk is full, or the workspace is read-only (:func:`storage_error`)."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_error(exc: BaseException, path: str | Path, workspace: str | Path | None = None) -> StorageError | None:
+    """The one-line error for a write that failed because the disk is full or the workspace is read-only (an
+    ``OSError``'s errno, or the text of a library's I/O error, e.g. DuckDB's); None for any other failure.
+
+    Args:
+        exc: the failure.
+        path: what was being written (an ``OSError``'s own ``filename`` wins).
+        workspace: the workspace it belongs to (default: the folder of the file).
+    """
+    code, text = getattr(exc, "errno", None), str(exc)
+    where = Path(getattr(exc, "filename", None) or path)
+    if code in _FULL or "No space left on device" in text or "Disk quota exceeded" in text:
+        return StorageError(f"No space left on device while writing {where}: free some space (`slm cache prune` "
+                            f"removes the artifacts no spec needs) and run again")
+    if code in _READ_ONLY or "Read-only file system" in text or "Permission denied" in text:
+        why = getattr(exc, "strerror", None) or ("read-only file system" if "Read-only" in text else "permission denied")
+        return StorageError(f"workspace {workspace or where.parent} is read-only ({why}: {where}): make it writable, or "
+                            f"give another with --workspace or SLM_HOME")
+    return None
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, workspace: str | Path | None = None,
+            errors: tuple[type[BaseException], ...] = (OSError,)) -> Iterator[None]:
+    """Turn a disk-full or read-only failure of the writes inside into its one-line :class:`StorageError`
+    (:func:`storage_error`); any other exception goes through unchanged."""
+    try:
+        yield
+    except errors as exc:
+        mapped = storage_error(exc, path, workspace)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:

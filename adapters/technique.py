@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -248,9 +249,15 @@ class Technique:
         the spec and the project define; their content is part of the node's identity. The planner calls it, so a
         parameter that names no dataset and no local file is refused at plan time.
 
+        The default reads no file and checks that every ``dataset_params`` parameter names one of ``datasets``.
+
         Raises:
             UsageError: naming the parameter, the value and what is allowed.
         """
+        for name in cls.dataset_params:
+            value = getattr(params, name, None)
+            if isinstance(value, str) and value not in datasets:
+                raise UsageError(f"{name}: {value!r} names no dataset (datasets: {', '.join(datasets) or 'none'})")
         return ()
 
     @classmethod
@@ -422,8 +429,9 @@ def build_params(cls: type[Technique], raw: dict[str, Any] | None, where: str = 
 
     Raises:
         UsageError: naming the parameter, the value and what is allowed, for unknown parameters,
-            wrong types, and values rejected by the dataclass's ``__post_init__`` (which raises
-            ``ValueError`` with the allowed range).
+            wrong types, non-finite floats, numbers below their bound (:func:`param_bounds`: a count >= 1 unless 0
+            means something) and values rejected by the dataclass's ``__post_init__`` (which raises ``ValueError``
+            with the allowed range).
     """
     raw = dict(raw or {})
     where = where or cls.name
@@ -437,9 +445,77 @@ def build_params(cls: type[Technique], raw: dict[str, Any] | None, where: str = 
     for key, value in raw.items():
         raw[key] = coerce(value, hints[key], f"{where}.{key}")
     try:
-        return cls.Params(**raw)
+        built = cls.Params(**raw)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{where}: {exc}") from None
+    for key, value in raw.items():  # after __post_init__, whose message is the more precise where it has one
+        problem = out_of_bounds(fields[key], hints[key], value)
+        if problem:
+            raise UsageError(f"{where}: {problem}")
+    return built
+
+
+class Bounds(NamedTuple):
+    """The lowest value a numeric parameter allows (:func:`bounds`).
+
+    Attributes:
+        minimum: the lowest value (None: any finite number).
+        why: what the lowest value means, for the message (e.g. ``0: no warm-up``).
+    """
+
+    minimum: float | None
+    why: str = ""
+
+
+def bounds(minimum: float | None, why: str = "") -> dict[str, Bounds]:
+    """Field metadata giving a numeric parameter a lower bound other than the default one (:func:`out_of_bounds`),
+    e.g. ``scale: float = field(default=1.0, metadata=bounds(None, "a negative scale subtracts the task vector"))``."""
+    return {"bounds": Bounds(minimum, why)}
+
+
+#: int parameters of which 0 is a meaningful value, by name (every other int parameter is a count or a size: >= 1)
+ZERO_MEANS: dict[str, str] = {
+    "max_steps": "0: no training step, the input model as is (a control)",
+    "warmup_steps": "0: no warm-up",
+    "top_k": "0: no top-k filter",
+    "seed": "a seed like the spec's",
+    "examples": "0: none in the report",
+    "sink_tokens": "0: no attention sinks",
+    "eval_blocks": "0: no validation",
+    "probe_prompts": "0: no acceptance probe",
+    "n_ctx": "0: the model's training context",
+    "axis": "an axis index",
+}
+
+
+def param_bounds(fld: dataclasses.Field[Any], hint: Any) -> Bounds | None:
+    """The lower bound of a numeric parameter: its field's :func:`bounds` metadata; else, for an int, >= 0 when 0
+    means something (:data:`ZERO_MEANS`) and >= 1 otherwise (a count or a size); for a float, >= 0 (a rate, ratio,
+    weight, temperature or size: tighter ranges are the params class's ``__post_init__``). None for other types."""
+    if "bounds" in fld.metadata:
+        return typing.cast(Bounds, fld.metadata["bounds"])
+    kinds = {a for a in (typing.get_args(hint) if _is_union(hint) else (hint,)) if a is not type(None)}
+    if kinds == {int}:
+        return Bounds(0, ZERO_MEANS[fld.name]) if fld.name in ZERO_MEANS else Bounds(1)
+    if kinds == {float}:
+        return Bounds(0)
+    return None
+
+
+def out_of_bounds(fld: dataclasses.Field[Any], hint: Any, value: Any) -> str | None:
+    """What is wrong with a numeric parameter's value against :func:`param_bounds` (one line naming the parameter,
+    the value and what is allowed), or None when it fits."""
+    limit = param_bounds(fld, hint)
+    if limit is None or limit.minimum is None or value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and value < limit.minimum:
+        why = f" ({limit.why})" if limit.why else ""
+        return f"{fld.name} must be >= {limit.minimum:g}, got {value!r}{why}"
+    return None
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
 
 def params_dict(params: Any) -> dict[str, Any]:
@@ -486,6 +562,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if hint is float and ok and not math.isfinite(value):
+            raise UsageError(f"{where}: expected a finite number, got {value!r}")
         if not ok:
             raise UsageError(f"{where}: expected {_SCALARS[hint]}, got {value!r}")
     return value

@@ -7,6 +7,7 @@ what it cost to compute.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +37,17 @@ class ArtifactCache:
         return dict(json.loads((self.path(node_hash) / NODE_FILE).read_text()))
 
     def write(self, node_hash: str, build: Callable[[Path], None], meta: dict[str, Any]) -> Path:
-        """Run ``build(tmpdir)``, add ``node.json`` and rename the directory into place."""
+        """Run ``build(tmpdir)``, add ``node.json`` and rename the directory into place.
+
+        Raises:
+            StorageError: the disk is full or the workspace read-only (one line, not the OS's traceback).
+        """
+        from adapters.errors import writing
+
+        with writing(self.root, self.root.parent):
+            return self._write(node_hash, build, meta)
+
+    def _write(self, node_hash: str, build: Callable[[Path], None], meta: dict[str, Any]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.path(node_hash)
         tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{node_hash}-", dir=self.root))
@@ -86,13 +97,20 @@ class ArtifactCache:
         return out
 
     def prune(self, keep: set[str] | None = None, everything: bool = False) -> list[str]:
-        """Remove temporary leftovers, and artifacts not in ``keep`` (all of them with ``everything``)."""
+        """Remove temporary leftovers, and artifacts not in ``keep`` (all of them with ``everything``).
+
+        Raises:
+            StorageError: the workspace is read-only.
+        """
+        from adapters.errors import writing
+
         removed: list[str] = []
         if not self.root.is_dir():
             return removed
         for d in sorted(self.root.iterdir()):
             stray = d.name.startswith(TMP_PREFIX) or not (d / NODE_FILE).is_file()
             if stray or everything or (keep is not None and d.name not in keep):
-                shutil.rmtree(d, ignore_errors=True)
+                with writing(d, self.root.parent), contextlib.suppress(FileNotFoundError):  # gone already: fine
+                    shutil.rmtree(d)  # not ignore_errors: a read-only workspace removed nothing, and says so
                 removed.append(d.name)
         return removed

@@ -106,6 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
+    except OSError as exc:  # a full disk or a read-only folder that no layer named: still one line
+        from adapters.errors import storage_error
+
+        mapped = storage_error(exc, exc.filename or "a file")
+        if mapped is None:
+            raise
+        typer.echo(f"error: {mapped}", err=True)
+        sys.exit(mapped.exit_code)
     except Exception as exc:  # click usage errors
         import click
 

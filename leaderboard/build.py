@@ -22,7 +22,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from adapters.errors import UsageError
+from adapters.errors import UsageError, writing
 from leaderboard.data import LOAD_NOTE, UPPER_NOTE, SiteData, load, page_name
 from leaderboard.pages import Lineage
 from leaderboard.pareto import Point, svg
@@ -48,8 +48,14 @@ def build_site(db: str | Path, out: str | Path) -> Path:
 
     Raises:
         UsageError: ``out`` exists, is not empty and is not a site this function built.
+        StorageError: the disk is full or the folder read-only (one line).
     """
     final = Path(out)
+    with writing(final, final.parent):
+        return _build(db, final)
+
+
+def _build(db: str | Path, final: Path) -> Path:
     _check_replaceable(final)
     data = load(db)
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -26,13 +26,21 @@ def results_cmd(
                                             "metrics_wide, node_costs")] = None,
     run: Annotated[str | None, typer.Option("--run", help="only the paths of this run id")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON rows")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="copy what DuckDB can still read of a damaged database "
+                                         "into a new one (the damaged file is kept as results.duckdb.broken-<time>)")]
+    = False,
     db: DbOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Paths x headline metrics (value±stderr), or the rows of a SQL query."""
+    """Paths x headline metrics (value±stderr), or the rows of a SQL query; --repair rebuilds a damaged database."""
     from results import queries, report
 
     path = _db(db, workspace)
+    if repair:
+        from results.repair import describe, repair_database
+
+        typer.echo(describe(repair_database(path)))
+        return
     if sql:
         names, body = queries.run_sql(path, sql)
         if as_json:

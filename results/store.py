@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from adapters.errors import UsageError
+from adapters.errors import UsageError, storage_error, writing
 from results.schema import migrate
 from results.views import create_views, refresh_metrics_wide
 
@@ -120,9 +120,13 @@ def connect(path: str | Path, read_only: bool = False, sandbox: bool = False) ->
         else:
             try:
                 con = duckdb.connect(str(path), read_only=read_only, config=dict(SANDBOX) if sandbox else {})
-            except duckdb.IOException as exc:
-                raise UsageError(f"{path}: not a readable results database ({str(exc).splitlines()[0]}): restore it "
-                                 f"from a backup, or move it aside and a new run starts a new one") from None
+            except duckdb.Error as exc:  # not a DuckDB file, a lost header, a write-ahead log that fails to replay
+                mapped = None if read_only else storage_error(exc, path)  # or a workspace it cannot write to
+                if mapped is not None:
+                    raise mapped from None
+                raise UsageError(f"{path}: not a readable results database ({str(exc).strip().splitlines()[0]}): "
+                                 f"`slm results --repair` copies what DuckDB can still read into a new one; else "
+                                 f"restore it from a backup, or move it aside and a new run starts a new one") from None
         try:
             yield con
         finally:
@@ -134,14 +138,19 @@ class ResultStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with connect(self.path) as con:
-            migrate(con)
-            create_views(con)
+        with self._writing():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with connect(self.path) as con:
+                migrate(con)
+                create_views(con)
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """A full disk or a read-only workspace as its one-line error (not DuckDB's or the OS's traceback)."""
+        return writing(self.path, self.path.parent, (OSError, duckdb.Error))
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with connect(self.path) as con:
+        with self._writing(), connect(self.path) as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con

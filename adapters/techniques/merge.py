@@ -14,13 +14,13 @@ exporting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from adapters import formats as F
 from adapters.errors import MissingDependencyError, UsageError
-from adapters.technique import Applied, Technique, technique
+from adapters.technique import Applied, Technique, bounds, technique
 
 if TYPE_CHECKING:
     from adapters.handle import ModelHandle
@@ -199,13 +199,15 @@ class TaskVectorParams:
         weights: one per model, the step's input first (default: equal).
         density: fraction of each task vector kept (TIES trims by magnitude, DARE drops at random); 1 keeps all.
         normalize: divide by the sum of the weights.
-        scale: scale of the merged task vector (mergekit's ``lambda``).
+        scale: scale of the merged task vector (mergekit's ``lambda``); negative subtracts it (task negation,
+            Ilharco et al., 2023), 0 keeps the base.
     """
 
     weights: list[float] | None = None
     density: float = 1.0
     normalize: bool = True
-    scale: float = 1.0
+    scale: float = field(default=1.0, metadata=bounds(None, "any number: a negative scale subtracts the task "
+                                                            "vector (task negation)"))
 
     def __post_init__(self) -> None:
         if not 0.0 < self.density <= 1.0:

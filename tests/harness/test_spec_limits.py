@@ -5,25 +5,14 @@ spec (hypothesis)."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from adapters.errors import SLMError, SpecError
+from harness._fuzz import mutation_strategy
 from harness.spec import MAX_GRID_PATHS, load_spec, parse_spec
-
-VALID = textwrap.dedent("""
-    name: ok
-    base: tiny-llama
-    hardware: cpu-1t
-    suites: {quality: {profile: quick}}
-    grid:
-      prune: [none, {prune.magnitude: {sparsity: [0.3, 0.5]}}]
-      quant: [none, quant.int8]
-""")
 
 
 def one_line(exc: BaseException) -> str:
@@ -68,40 +57,8 @@ def test_a_grid_too_large_is_counted_before_it_is_expanded():
     assert len(spec.paths) == 2**10 - 1  # the same step sequence from different stages is one path
 
 
-def _mutations() -> st.SearchStrategy[str]:
-    """A valid spec with one line dropped, duplicated, truncated, or given random text, bytes-level junk or YAML
-    anchors/aliases, at random places."""
-    lines = VALID.splitlines()
-    junk = st.sampled_from(["&a [*a]", "*nope", "{", "]", ": :", "!!python/object:os.system 'x'", "- - -",
-                            "\"\\ud800\"", "9" * 30, "[" * 200, "? [1]", "\t", "~", "{a: b, a: c}", "null", "[]", "{}",
-                            "0", "-1", "1e999", "yes", "\x00", "\u202e", "<<: *x"])
-    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
-    edit = st.tuples(st.integers(0, len(lines) - 1), st.sampled_from(["drop", "dup", "cut", "replace", "append"]),
-                     st.one_of(junk, text))
-
-    def apply(edits: list[tuple[int, str, str]]) -> str:
-        out = list(lines)
-        for i, kind, value in edits:
-            i = min(i, len(out) - 1)
-            if not out:
-                out = [value]
-            elif kind == "drop":
-                del out[i]
-            elif kind == "dup":
-                out.insert(i, out[i])
-            elif kind == "cut":
-                out[i] = out[i][: len(out[i]) // 2]
-            elif kind == "replace":
-                out[i] = out[i].split(":")[0] + ": " + value
-            else:
-                out[i] = out[i] + value
-        return "\n".join(out) + "\n"
-
-    return st.lists(edit, min_size=1, max_size=4).map(apply)
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_mutations())
+@given(mutation_strategy())
 def test_mutated_specs_plan_or_fail_in_one_line(text: str):
     """Every mutation either plans or raises one of ours in one line (no other exception type escapes)."""
     from harness.plan import make_plan
@@ -140,3 +97,24 @@ def test_an_undefined_dataset_name_fails_the_plan():
         make_plan(parse_spec("name: s\nbase: tiny-llama\npaths: [[{peft.lora: {dataset: nope}}]]\n", file="s.yaml"))
     assert "paths[0][0].dataset: 'nope' names no dataset (defined: none; builtin: synthetic" in one_line(info.value)
     make_plan(parse_spec("name: s\nbase: tiny-llama\npaths: [[{peft.lora: {dataset: synthetic}}]]\n", file="s.yaml"))
+
+
+@pytest.mark.parametrize(("steps", "fragment"), [
+    ("[{infer.decoding: {num_beams: 0}}]", "paths[0][0]: num_beams must be >= 1, got 0"),
+    ("[{peft.lora: {batch_size: 0}}]", "paths[0][0]: batch_size must be >= 1, got 0"),
+    ("[{peft.lora: {alpha: -16}}]", "alpha must be >= 1, got -16"),
+    ("[{train.continual: {weight_decay: -0.1}}]", "weight_decay must be >= 0, got -0.1"),
+    ("[{infer.decoding: {strategy: sample, seed: -1}}]", "seed must be >= 0, got -1"),
+    ("[{peft.lora: {lr: .nan}}]", "paths[0][0].lr: expected a finite number, got nan"),
+    ("[{ondevice.continual: {replay_from: nope}}]", "replay_from: 'nope' names no dataset"),
+    ("[{federated.distill: {public: nope}}]", "public: 'nope' names no dataset"),
+])
+def test_technique_parameter_values_fail_the_plan(steps: str, fragment: str):
+    """Issue 22: values accepted at plan time that failed only at run time."""
+    from harness.plan import make_plan
+
+    with pytest.raises(SLMError) as info:
+        make_plan(parse_spec(f"name: s\nbase: tiny-llama\npaths: [{steps}]\n", file="s.yaml"))
+    assert fragment in one_line(info.value) and "s.yaml" in str(info.value)
+    make_plan(parse_spec("name: s\nbase: tiny-llama\npaths: [[{merge.task_arithmetic: {models: [base], scale: -1}}]]\n",
+                         file="s.yaml"))  # a negative task-vector scale is task negation
