@@ -172,7 +172,8 @@ def bar(data: dict[str, PathData]) -> list[str]:
         d_acc = None if acc is None or acc_base is None else acc[0] - acc_base[0]
         ok = (lo >= BAR_SPEEDUP and ppl_ratio is not None and ppl_ratio <= BAR_PPL and d_acc is not None
               and d_acc >= -BAR_ACC)
-        ci = "—" if pb is None else f"{pb.diff:+.3f} [{pb.ci_low:+.3f}, {pb.ci_high:+.3f}]"
+        ci = ("—" if pb is None else f"{pb.diff:+.3f}" if pb.ci_low is None or pb.ci_high is None
+              else f"{pb.diff:+.3f} [{pb.ci_low:+.3f}, {pb.ci_high:+.3f}]")
         out.append(f"| {name} | {speed:.2f}x [{lo:.2f}, {hi:.2f}] | {_num(ppl_ratio, 3)} | {ci} "
                    f"| {'—' if mc is None else f'{mc.p_value:.3g} ({mc.n})'} | {'**yes**' if ok else 'no'} |")
     return out
