@@ -14,12 +14,12 @@ from results.views import HEADLINES
 
 def fmt(value: Any, stderr: Any = None, unit: str | None = None) -> str:
     """A number in a unit a person reads, its uncertainty in the same unit and rounded to it (``7.13 ± 0.24 ms``,
-    :func:`results.units.quantity`); None or NaN as an em dash; integers without a unit exactly."""
+    :func:`results.units.quantity`); None or NaN as an em dash; integers below a million without a unit exactly."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    if isinstance(value, int) and stderr is None and not unit:
+    if isinstance(value, int) and stderr is None and not unit and abs(value) < 10**6:
         return str(value)
     se = float(stderr) if isinstance(stderr, int | float) and not isinstance(stderr, bool) else None
     return quantity(float(value), se, unit)

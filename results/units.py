@@ -100,31 +100,45 @@ def _sig(v: float) -> str:
     return f"{v + 0.0:.4g}"
 
 
-def quantity(value: float, stderr: float | None = None, unit: str | None = None) -> str:
-    """``value ± stderr`` in a display unit of ``unit`` (see the module docstring); no ``±`` without a finite
-    stderr. ``quantity(0.007134, 0.000235, "s") == "7.13 ± 0.24 ms"``."""
+class Parts(NamedTuple):
+    """A quantity's texts: the value and the stderr (None without one), both in the display ``unit``."""
+
+    value: str
+    stderr: str | None
+    unit: str
+
+
+def parts(value: float, stderr: float | None = None, unit: str | None = None) -> Parts:
+    """The value and stderr texts of :func:`quantity`, and their display unit."""
     se = stderr if stderr is not None and math.isfinite(stderr) else None
     magnitude = max(abs(value), abs(se) if se is not None else 0.0)
     scale = scale_for(unit, magnitude)
     v = value / scale.factor
     if se is None:
-        text = _sig(v)
-    elif se == 0:
-        text = f"{_sig(v)} ± 0"
-    else:
-        s = abs(se) / scale.factor
-        places = decimals(s)
-        text = f"{_fixed(v, places)} ± {_fixed(s, places)}"
-    return f"{text} {scale.label}" if scale.label else text
+        return Parts(_sig(v), None, scale.label)
+    if se == 0:
+        return Parts(_sig(v), "0", scale.label)
+    s = abs(se) / scale.factor
+    places = decimals(s)
+    return Parts(_fixed(v, places), _fixed(s, places), scale.label)
+
+
+def quantity(value: float, stderr: float | None = None, unit: str | None = None) -> str:
+    """``value ± stderr`` in a display unit of ``unit`` (see the module docstring); no ``±`` without a finite
+    stderr. ``quantity(0.007134, 0.000235, "s") == "7.13 ± 0.24 ms"``."""
+    p = parts(value, stderr, unit)
+    text = p.value if p.stderr is None else f"{p.value} ± {p.stderr}"
+    return f"{text} {p.unit}" if p.unit else text
 
 
 def _suffix(label: str) -> str:
     return f"' {label}'" if label else "''"
 
 
-def sql_quantity(value: str, stderr: str, unit: str) -> str:
-    """An SQL expression formatting the columns ``value``/``stderr``/``unit`` as :func:`quantity` does (``—``
-    for a null value), for DuckDB: the site formats half a million metric rows without Python objects."""
+def sql_parts(value: str, stderr: str, unit: str) -> Parts:
+    """SQL expressions for :func:`parts` of the columns ``value``/``stderr``/``unit`` (for DuckDB: the site formats
+    half a million metric rows without Python objects). The value text is ``—`` for a null or non-finite value,
+    the stderr text ``—`` without a stderr, and the unit text starts with a space unless empty."""
     se = f"(CASE WHEN isfinite({stderr}) THEN abs({stderr}) END)"
     mag = f"greatest(abs({value}), coalesce({se}, 0))"
     factor, label = [], []
@@ -132,10 +146,10 @@ def sql_quantity(value: str, stderr: str, unit: str) -> str:
         unit_scale = scale_for(name, 0)
         factor.append(f"WHEN {unit} = '{name}' AND {mag} = 0 THEN {unit_scale.factor!r}")
         label.append(f"WHEN {unit} = '{name}' AND {mag} = 0 THEN {_suffix(unit_scale.label)}")
-        for s in reversed(scales):
-            cond = f"{unit} = '{name}' AND {mag} >= {s.at!r}"
-            factor.append(f"WHEN {cond} THEN {s.factor!r}")
-            label.append(f"WHEN {cond} THEN {_suffix(s.label)}")
+        for sc in reversed(scales):
+            cond = f"{unit} = '{name}' AND {mag} >= {sc.at!r}"
+            factor.append(f"WHEN {cond} THEN {sc.factor!r}")
+            label.append(f"WHEN {cond} THEN {_suffix(sc.label)}")
     f = f"(CASE {' '.join(factor)} ELSE 1.0 END)"
     lab = f"(CASE {' '.join(label)} WHEN coalesce({unit}, '') = '' THEN '' ELSE ' ' || {unit} END)"
     s = f"({se} / {f})"
@@ -149,6 +163,14 @@ def sql_quantity(value: str, stderr: str, unit: str) -> str:
     def fixed(x: str) -> str:
         return f"printf('%.*f', greatest({places}, 0), round({x}, {places}) + 0.0)"
 
-    body = (f"CASE WHEN {se} IS NULL THEN {sig} WHEN {se} = 0 THEN {sig} || ' ± 0' "
-            f"ELSE {fixed(v)} || ' ± ' || {fixed(s)} END")
-    return f"(CASE WHEN {value} IS NULL OR NOT isfinite({value}) THEN '—' ELSE ({body}) || {lab} END)"
+    missing = f"{value} IS NULL OR NOT isfinite({value})"
+    value_text = f"(CASE WHEN {missing} THEN '—' WHEN coalesce({se}, 0) = 0 THEN {sig} ELSE {fixed(v)} END)"
+    stderr_text = (f"(CASE WHEN {missing} OR {se} IS NULL THEN '—' WHEN {se} = 0 THEN '0' ELSE {fixed(s)} END)")
+    return Parts(value_text, stderr_text, f"(CASE WHEN {missing} THEN '' ELSE {lab} END)")
+
+
+def sql_quantity(value: str, stderr: str, unit: str) -> str:
+    """An SQL expression formatting the columns as :func:`quantity` does (``—`` for a null value)."""
+    p = sql_parts(value, stderr, unit)
+    return (f"(CASE WHEN {value} IS NULL OR NOT isfinite({value}) THEN '—' "
+            f"WHEN {p.stderr} = '—' THEN {p.value} || {p.unit} ELSE {p.value} || ' ± ' || {p.stderr} || {p.unit} END)")
