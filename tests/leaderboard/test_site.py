@@ -119,7 +119,7 @@ def test_path_page_shows_formats_conversion_and_report_escaped(tmp_path: Path):
     assert '<code title="input format">torch-int8-dynamic</code> → <code>torch</code>' in lora
     assert "conversion: dequantized the torch-int8-dynamic weights to float before &lt;i&gt;peft.lora&lt;/i&gt;" in lora
     for item in ("first_loss</span> = 2.718", "final_loss</span> = 0.1235", "trainable_params</span> = 12288",
-                 "total_params</span> = 4.5e+06", "sparsity_kept</span> = true", "peak_bytes</span> = 3 MiB",
+                 "total_params</span> = 4.5e+06", "sparsity_kept</span> = true", "peak_bytes</span> = 3072 KiB",
                  "note</span> = &lt;b&gt;x&lt;/b&gt;", "losses</span> = [3, 2.5, 2, 1.5, … 2 more]",
                  "teacher</span> = {kl: 0.5, name: &lt;b&gt;t&lt;/b&gt;}",
                  "&lt;script&gt;alert(1)&lt;/script&gt;</span> = &lt;script&gt;alert(1)&lt;/script&gt;"):
