@@ -170,6 +170,10 @@ def _write_paths(out: Path, env: Environment, data: SiteData, common: dict[str, 
             failed_runs=data.failed_suite_runs.get((str(p["leaf_hash"]), p["hardware_profile"]), []), **common))
 
 
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
 def _plots(data: SiteData) -> list[tuple[str, list[tuple[str, str]]]]:
     """Per hardware profile, quality against each cost headline, as SVG."""
     quality = data.headlines[0]
@@ -179,12 +183,15 @@ def _plots(data: SiteData) -> list[tuple[str, list[tuple[str, str]]]]:
         paths = [p for p in data.paths if (p["hardware_profile"] or "") == hw and p.get(quality["name"]) is not None]
         items = []
         for key, hib in COSTS:
-            pts = [Point(float(p[key]), float(p[quality["name"]]), p["path_name"], f"paths/{p['page']}.html")
+            pts = [Point(float(p[key]), float(p[quality["name"]]), p["path_name"], f"paths/{p['page']}.html",
+                         x_err=_float(p.get(f"{key}_stderr")), y_err=_float(p.get(f"{quality['name']}_stderr")),
+                         unresolved="only an upper bound" if p.get(f"{key}_upper_bound") else None)
                    for p in paths if p.get(key) is not None]
             if pts:
-                label = f"{heads[key]['label']} ({heads[key]['unit']}, {'higher' if hib else 'lower'} is better)"
+                label = f"{heads[key]['label']} ({'higher' if hib else 'lower'} is better)"
                 items.append((f"{quality['label']} vs {heads[key]['label']}",
-                              svg(pts, label, quality["label"], x_higher_is_better=hib)))
+                              svg(pts, label, quality["label"], x_higher_is_better=hib, x_unit=heads[key]["unit"],
+                                  y_unit=quality["unit"])))
         if items:
             out.append((hw, items))
     return out
