@@ -188,9 +188,8 @@ def _plots(data: SiteData) -> list[tuple[str, list[tuple[str, str]]]]:
                          unresolved="only an upper bound" if p.get(f"{key}_upper_bound") else None)
                    for p in paths if p.get(key) is not None]
             if pts:
-                label = f"{heads[key]['label']} ({'higher' if hib else 'lower'} is better)"
                 items.append((f"{quality['label']} vs {heads[key]['label']}",
-                              svg(pts, label, quality["label"], x_higher_is_better=hib, x_unit=heads[key]["unit"],
+                              svg(pts, heads[key]["label"], quality["label"], x_higher_is_better=hib, x_unit=heads[key]["unit"],
                                   y_unit=quality["unit"])))
         if items:
             out.append((hw, items))

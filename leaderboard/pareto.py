@@ -175,7 +175,7 @@ def svg(points: list[Point], x_label: str, y_label: str, x_higher_is_better: boo
     def sy(v: float) -> float:
         return top + ph - (v / ya.factor - ya.lo) / (ya.hi - ya.lo) * ph
 
-    xl = f"{x_label} ({xa.unit})" if xa.unit else x_label
+    xl = (f"{x_label} ({xa.unit})" if xa.unit else x_label) + f", {'higher' if x_higher_is_better else 'lower'} is better"
     yl = f"{y_label} ({ya.unit})" if ya.unit else y_label
     parts = [f'<svg class="pareto" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">',
              f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" class="axis"/>',
@@ -197,13 +197,13 @@ def svg(points: list[Point], x_label: str, y_label: str, x_higher_is_better: boo
     parts.append(f'<polyline points="{line}" class="frontier"/>')
     for i, p in enumerate(kept):
         parts.append(_point(p, sx, sy, "pt front" if i in front else "pt tie" if i in near else "pt",
-                            x_unit, y_unit, len(kept) <= 12))
+                            x_unit, y_unit, len(kept) <= 12, flip=sx(p.x) > width - 140))
     parts.append("</svg>")
     return "".join(parts) + note
 
 
 def _point(p: Point, sx: Callable[[float], float], sy: Callable[[float], float], cls: str, x_unit: str | None,
-           y_unit: str | None, labelled: bool) -> str:
+           y_unit: str | None, labelled: bool, flip: bool = False) -> str:
     from results.units import quantity
 
     cx, cy = sx(p.x), sy(p.y)
@@ -219,8 +219,10 @@ def _point(p: Point, sx: Callable[[float], float], sy: Callable[[float], float],
     tip = f"{p.label}: {quantity(p.y, p.y_err, y_unit)}, {quantity(p.x, p.x_err, x_unit)} ({state})"
     out.append(f'<a href="{html.escape(p.href)}"><circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" class="{cls}">'
                f'<title>{html.escape(tip)}</title></circle></a>')
-    if labelled:
-        out.append(f'<text x="{cx + 8:.1f}" y="{cy - 6:.1f}" class="ptlabel">{html.escape(p.label[:40])}</text>')
+    if labelled:  # right of the point; left of it near the right edge (``flip``), so it is not cut off
+        anchor = ' text-anchor="end"' if flip else ""
+        out.append(f'<text x="{cx - 8 if flip else cx + 8:.1f}" y="{cy - 6:.1f}" class="ptlabel"{anchor}>'
+                   f'{html.escape(p.label[:40])}</text>')
     return "".join(out)
 
 

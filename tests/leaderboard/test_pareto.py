@@ -36,7 +36,7 @@ def test_plot_has_ticks_in_display_units_error_bars_and_labels():
     text = svg(pts, "peak RSS", "quality", x_unit="bytes", y_unit="fraction")
     root = _svg_tree(text)
     labels = [t.text for t in root.iter(f"{NS}text") if "label" == t.get("class")]
-    assert labels == ["peak RSS (MiB)", "quality (%)"]  # units a person reads, not bytes and fractions
+    assert labels == ["peak RSS (MiB), lower is better", "quality (%)"]  # units a person reads, not bytes and fractions
     xticks = [float(t.text) for t in root.iter(f"{NS}text") if "xtick" in (t.get("class") or "")]
     yticks = [float(t.text) for t in root.iter(f"{NS}text") if "ytick" in (t.get("class") or "")]
     assert 5 <= len(xticks) <= 7 and 5 <= len(yticks) <= 7
