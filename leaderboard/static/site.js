@@ -100,7 +100,7 @@ function initOverview() {
   const thead = table.querySelector("thead tr");
   const cols = [{ key: "path_name", label: "path" }, { key: "hardware_profile", label: "hardware" },
                 { key: "base", label: "base" }].concat(heads.map(h => ({ key: h.name,
-                label: h.label + " (" + h.unit + ") " + (h.higher_is_better ? "↑" : "↓"), num: true })));
+                label: h.label + " " + (h.higher_is_better ? "↑" : "↓"), num: true })));  // cells carry units
   cols.forEach(c => {
     const th = document.createElement("th");
     th.textContent = c.label;
