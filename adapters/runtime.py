@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 
 def prepare_process() -> None:
@@ -32,6 +34,65 @@ def prepare_process() -> None:
     # quant.int8 builds torch.ao quantized tensors, which torch 2.13 announces as deprecated on every first use
     warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
                             category=UserWarning)
+
+
+class LibraryOutput(NamedTuple):
+    """Where a run's output goes while :func:`library_output_to` is active.
+
+    Attributes:
+        console: the real stdout, for what a person should see (progress, results).
+        log_path: the log file that receives library warnings, logging and anything printed to ``sys.stdout`` or
+            ``sys.stderr`` meanwhile.
+    """
+
+    console: TextIO
+    log_path: Path
+
+
+def _stream_handlers(streams: tuple[Any, ...]) -> list[logging.StreamHandler[Any]]:
+    """Every console handler of every logger (the root's included) that writes to one of ``streams``."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return [h for lg in loggers for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+            and getattr(h, "stream", None) in streams]
+
+
+@contextlib.contextmanager
+def library_output_to(log_path: Path) -> Iterator[LibraryOutput]:
+    """Divert library chatter (Python warnings, the logging of transformers/torch/lm-eval/torchao/codecarbon/...,
+    prints and progress bars written to ``sys.stdout``/``sys.stderr``) to ``log_path`` (appended, line-buffered),
+    so that the console shows only what the harness writes to :attr:`LibraryOutput.console`.
+
+    Python-level only: file descriptors 1 and 2 are left alone, so a C extension's own stderr writes and a fatal
+    error's traceback still reach the terminal. On exit ``sys.stdout``/``sys.stderr`` and the console handlers
+    are restored; handlers that libraries created meanwhile (pointing at the log) are pointed back at stderr.
+    The log file stays open until the process ends (a library may still hold it)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(log_path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+    real_out, real_err = sys.stdout, sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    swapped = [(h, h.setStream(stream)) for h in _stream_handlers((real_out, real_err, sys.__stdout__,
+                                                                   sys.__stderr__))]
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(old_level, logging.INFO))  # our own events (slm.run) and libraries' notices
+    logging.captureWarnings(True)  # warnings.warn -> the py.warnings logger -> the log file
+    sys.stdout = sys.stderr = stream
+    try:
+        yield LibraryOutput(real_out, log_path)
+    finally:
+        sys.stdout, sys.stderr = real_out, real_err
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        for h, old in swapped:
+            h.setStream(old)
+        for h in _stream_handlers((stream,)):
+            h.setStream(real_err)
+        stream.flush()
 
 
 def set_threads(threads: int) -> int:

@@ -56,22 +56,32 @@ def run_cmd(
     ``--allow-partial``."""
     import os
 
-    from harness.runner import Runner
+    from adapters.runtime import library_output_to
+    from harness.runner import Runner, new_run_id
 
     ws = resolve_workspace(workspace)
     parsed = _load(spec)
     if executor is None:
         executor = "ray" if ray_address else ("subprocess" if jobs > 1 else "inprocess")
-    runner = Runner(parsed, ws, executor=executor, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"),
-                    progress=progress, strict=strict, jobs=jobs, ray_address=ray_address, retries=retries)
+    run_id = new_run_id()
     found = None
-    if parsed.search is not None:  # `search:`: Optuna picks the paths to run (harness/search.py)
-        from harness.search import Search
+    with library_output_to(ws / "logs" / f"run-{run_id}.log") as out:
+        runner = Runner(parsed, ws, executor=executor, data_dir=data_dir or os.environ.get("SLM_DATA_DIR"),
+                        progress=progress, strict=strict, jobs=jobs, ray_address=ray_address, retries=retries,
+                        run_id=run_id, console=out.console)
+        if parsed.search is not None:  # `search:`: Optuna picks the paths to run (harness/search.py)
+            from harness.search import Search
 
-        found = Search(runner, echo=_echo).run()
-        summary = found.run
-    else:
-        summary = runner.run()
+            def console_echo(text: str) -> None:  # sys.stdout goes to the log inside this block
+                from results.report import printable
+
+                out.console.write(printable(text) + "\n")
+                out.console.flush()
+
+            found = Search(runner, echo=console_echo).run()
+            summary = found.run
+        else:
+            summary = runner.run()
     for dropped in summary.dropped:
         _echo(f"  dropped (formats do not fit): {dropped}")
     _echo(
@@ -91,15 +101,26 @@ def run_cmd(
 
         for line in summary_lines(found, parsed.search):
             _echo(line)
+    _headline_table(summary.db_path, summary.run_id)
     _echo(f"results: {summary.db_path}")
     if leaderboard:
         site = _build_site(summary.db_path, ws / "site")
         if site:
             _echo(f"leaderboard: {site / 'index.html'}")
+    _echo(f"log (library warnings and messages): {out.log_path}")
     if summary.status != "ok" and not allow_partial:
         typer.echo(f"exit 1: {summary.steps_failed} technique steps and {summary.suite_runs_failed} suite runs failed "
                    f"(the rest is stored; --allow-partial exits 0)", err=True)
         raise typer.Exit(1)
+
+
+def _headline_table(db: Path, run_id: str) -> None:
+    """The headline table of this run's paths (as ``slm results``), between blank lines."""
+    from results import queries, report
+
+    paths = queries.paths_overview(db, run_id=run_id)
+    if paths:
+        typer.echo("\n" + report.overview_table(paths) + "\n")
 
 
 def _build_site(db: Path, out: Path) -> Path | None:

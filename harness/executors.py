@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -223,6 +224,9 @@ class SubprocessExecutor:
             task_file.write_text(json.dumps(task, default=str))
             proc = subprocess.run([sys.executable, "-m", "harness.worker", str(task_file), str(out_file)],
                                   capture_output=True, text=True, env=child_env())
+            if proc.stdout.strip() or proc.stderr.strip():  # the child's library output: into the run's log
+                logging.getLogger("slm.worker").info("worker output (%s):\n%s%s", task.get("op", "task"),
+                                                     proc.stdout[-20000:], proc.stderr[-20000:])
             if proc.returncode != 0 or not out_file.exists():
                 return Outcome("failed", error=_exit_reason(proc.returncode), traceback=proc.stderr[-8000:],
                                wall_time_s=time.perf_counter() - start)

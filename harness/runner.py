@@ -62,6 +62,10 @@ class RunSession:
     attempted: dict[str, str] = field(default_factory=dict)
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 class Runner:
     """Executes one spec into one workspace.
 
@@ -70,18 +74,22 @@ class Runner:
         jobs: tasks at once for ``subprocess`` (child processes); for a local Ray instance, its CPUs.
         ray_address: an existing Ray cluster (``auto``, ``ray://host:10001``); None starts a local instance.
         retries: how often Ray retries a task whose worker died.
+        run_id: the run's id (default: a fresh one), e.g. to name its log file before it starts.
+        console: where the progress display writes (default: stdout).
     """
 
     def __init__(self, spec: ExperimentSpec, workspace: Path, executor: str = "inprocess",
                  data_dir: str | None = None, progress: bool = True, strict: bool = False, jobs: int = 1,
-                 ray_address: str | None = None, retries: int = 2):
+                 ray_address: str | None = None, retries: int = 2, run_id: str | None = None,
+                 console: Any = None):
         self.spec = spec
         self.workspace = Path(workspace)
         self.executor_name = executor
         self.data_dir = data_dir
         self.strict = strict
         self.jobs, self.ray_address, self.retries = jobs, ray_address, retries
-        self.progress = RunProgress(enabled=progress)
+        self.run_id = run_id or new_run_id()
+        self.progress = RunProgress(enabled=progress, out=console)
 
     def run(self) -> RunSummary:
         """Plan the spec and execute every path of it (a ``search:`` spec runs through :mod:`harness.search`)."""
@@ -101,7 +109,7 @@ class Runner:
         executor = make_executor(self.executor_name, plan, self.workspace, self.data_dir, jobs=self.jobs,
                                  ray_address=self.ray_address, retries=self.retries)
         store = self._open_store()
-        summary = RunSummary(uuid.uuid4().hex[:12], self.workspace, self.workspace / "results.duckdb",
+        summary = RunSummary(self.run_id, self.workspace, self.workspace / "results.duckdb",
                              dropped=[f"{d.name}: {d.reason}" for d in plan.dropped],
                              skipped_profiles=[f"{s.name}: {s.reason}" for s in plan.skipped_profiles])
         self._start(store, summary)

@@ -26,6 +26,7 @@ from adapters.errors import UsageError, writing
 from leaderboard.data import LOAD_NOTE, UPPER_NOTE, SiteData, load, page_name
 from leaderboard.pages import Lineage
 from leaderboard.pareto import Point, svg
+from results.units import SCALES
 
 HERE = Path(__file__).parent
 MARKER = ".slm-leaderboard"  # a directory holding this file is a site we built and may replace
@@ -87,16 +88,17 @@ def _render(data: SiteData, out: Path) -> None:
     _write(out / "compare.html", env.get_template("compare.html").render(
         title="Compare", root="", data_json=safe_json(
             {"paths": [[p["path_id"], p["path_name"], p["hardware_profile"], i // SHARD]
-                       for i, p in enumerate(data.paths)], "keys": data.keys}), **common))
+                       for i, p in enumerate(data.paths)], "keys": data.keys, "scales": SCALES}), **common))
     _write_compare_data(out, data)
     _write_paths(out, env, data, common)
     suite_tpl = env.get_template("suite.html")
     index = safe_json([[p["page"], p["path_name"], p["hardware_profile"]] for p in data.paths])
     keys = safe_json(data.keys)
+    scales = safe_json(SCALES)
     for suite, payload in data.suite_json.items():
         _write(out / "suites" / f"{page_name(suite)}.html", suite_tpl.render(
             root="../", title=suite, suite=suite,
-            data_json=f'{{"paths":{index},"keys":{keys},"rows":{script_safe(payload)}}}', **common))
+            data_json=f'{{"paths":{index},"keys":{keys},"scales":{scales},"rows":{script_safe(payload)}}}', **common))
 
 
 def _check_replaceable(out: Path) -> None:
@@ -141,12 +143,12 @@ def _write(path: Path, text: str) -> None:
 
 
 def _overview(data: SiteData) -> dict[str, Any]:
-    keys = ["path_id", "path_name", "base", "hardware_profile", "techniques", "page"]
+    keys = ["path_id", "path_name", "base", "hardware_profile", "techniques", "page", "failed_step", "failed_suites"]
     for h in data.headlines:
         keys += [h["name"], f"{h['name']}_stderr", f"{h['name']}_estimate", f"{h['name']}_under_load",
                  f"{h['name']}_load", f"{h['name']}_upper_bound"]
     return {"headlines": data.headlines, "paths": [[p.get(k) for k in keys] for p in data.paths], "keys": keys,
-            "notes": {"load": LOAD_NOTE, "upper_bound": UPPER_NOTE}}
+            "notes": {"load": LOAD_NOTE, "upper_bound": UPPER_NOTE}, "scales": SCALES}
 
 
 def _write_compare_data(out: Path, data: SiteData) -> None:
@@ -174,6 +176,10 @@ def _write_paths(out: Path, env: Environment, data: SiteData, common: dict[str, 
             failed_runs=data.failed_suite_runs.get((str(p["leaf_hash"]), p["hardware_profile"]), []), **common))
 
 
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
 def _plots(data: SiteData) -> list[tuple[str, list[tuple[str, str]]]]:
     """Per hardware profile, quality against each cost headline, as SVG."""
     quality = data.headlines[0]
@@ -183,12 +189,14 @@ def _plots(data: SiteData) -> list[tuple[str, list[tuple[str, str]]]]:
         paths = [p for p in data.paths if (p["hardware_profile"] or "") == hw and p.get(quality["name"]) is not None]
         items = []
         for key, hib in COSTS:
-            pts = [Point(float(p[key]), float(p[quality["name"]]), p["path_name"], f"paths/{p['page']}.html")
+            pts = [Point(float(p[key]), float(p[quality["name"]]), p["path_name"], f"paths/{p['page']}.html",
+                         x_err=_float(p.get(f"{key}_stderr")), y_err=_float(p.get(f"{quality['name']}_stderr")),
+                         unresolved="only an upper bound" if p.get(f"{key}_upper_bound") else None)
                    for p in paths if p.get(key) is not None]
             if pts:
-                label = f"{heads[key]['label']} ({heads[key]['unit']}, {'higher' if hib else 'lower'} is better)"
                 items.append((f"{quality['label']} vs {heads[key]['label']}",
-                              svg(pts, label, quality["label"], x_higher_is_better=hib)))
+                              svg(pts, heads[key]["label"], quality["label"], x_higher_is_better=hib, x_unit=heads[key]["unit"],
+                                  y_unit=quality["unit"])))
         if items:
             out.append((hw, items))
     return out

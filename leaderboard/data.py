@@ -17,6 +17,7 @@ from typing import Any
 
 from results.queries import headline_metrics, paths_overview, rows
 from results.store import connect
+from results.units import sql_parts, sql_quantity
 from results.views import HEADLINES
 
 _KEY = ("suite", "task", "metric", "unit", "higher_is_better", "method", "is_estimate")
@@ -75,16 +76,16 @@ FROM site_metrics JOIN site_keys USING ({", ".join(_KEY)}) JOIN site_ids USING (
 
 
 def _num(col: str) -> str:
-    """SQL formatting a number as :func:`results.report.fmt` does (bytes in MiB, 4 significant digits)."""
-    return (f"CASE WHEN {col} IS NULL THEN '—' "
-            f"WHEN unit = 'bytes' AND abs({col}) >= 1e6 THEN printf('%.1fMiB', {col} / 1048576) "
-            f"WHEN {col} != 0 AND (abs({col}) >= 1e5 OR abs({col}) < 1e-3) THEN printf('%.3g', {col}) "
-            f"ELSE printf('%.4g', {col}) END")
+    """SQL formatting a number (no stderr) as :func:`results.report.fmt` does, in its display unit."""
+    return sql_quantity(col, "NULL::DOUBLE", _esc("unit"))
 
 
 # Built by DuckDB, not Python: half a million metric rows turned into Python objects cost seconds. Text
-# fields live in the small key table, escaped by Python (``head``/``tail``); rows carry numbers only.
-_ROW = (f"""head || pre || {_num('value')} || post || '</td><td class="num">' || {_num('stderr')} || """
+# fields live in the small key table, escaped by Python (``head``/``tail``); rows carry numbers only. The value
+# and the stderr are shown in one display unit and rounded to the stderr (:func:`results.units.quantity`).
+_Q = sql_parts("value", "stderr", _esc("unit"))  # an unknown unit is shown as it is: escaped
+_ROW = (f"""head || pre || {_Q.value} || {_Q.unit} || post || '</td><td class="num">' || {_Q.stderr} || """
+        f"""CASE WHEN {_Q.stderr} = '—' THEN '' ELSE {_Q.unit} END || """
         """'</td><td class="num">' || coalesce(n::VARCHAR, '—') || tail""")
 _QUERIES = {
     "metric_html": f"SELECT path_id, string_agg({_ROW}, '' ORDER BY kid) FROM site_rows JOIN site_keys USING (kid)"

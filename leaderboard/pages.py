@@ -85,12 +85,12 @@ def _step(index: int, node_hash: str, n: dict[str, Any] | None, previous: str | 
     method = n.get("energy_method") or ""
     est = method.startswith("estimated")
     status = n.get("status") or "unknown"
-    energy = "—" if n.get("energy_j") is None else ("~" if est else "") + f"{n['energy_j']:.0f} J"
+    energy = "—" if n.get("energy_j") is None else ("~" if est else "") + fmt(n["energy_j"], unit="J")
     row = _STEP_ROW(
         index, escape(n.get("technique") or n.get("source") or "source"), _format_cell(n, index, previous),
         escape(json.dumps(n.get("params") or {}, sort_keys=True)),
         "err" if status in ("failed", "skipped") else "", escape(status),
-        "—" if n.get("wall_time_s") is None else f"{n['wall_time_s']:.1f} s",
+        escape(fmt(n.get("wall_time_s"), unit="s")),
         escape(fmt(n.get("peak_rss_bytes"), unit="bytes")), " est" if est else "", escape(method), energy,
         escape(fmt(n.get("artifact_bytes"), unit="bytes")))
     row += _detail(n)

@@ -66,9 +66,30 @@ def paths_overview(db: str | Path, run_id: str | None = None) -> list[dict[str, 
         where = "WHERE path_id IN (SELECT path_id FROM run_paths WHERE run_id = ?)" if run_id else ""
         out = rows(con, f"SELECT * FROM leaderboard {where} ORDER BY path_name, hardware_profile",
                    [run_id] if run_id else None)
+        failures = _path_failures(con)
     for rec in out:
         rec["techniques"] = [s["technique"] for s in rec.get("steps") or []]
+        rec["failed_step"], rec["failed_suites"] = failures.get(rec["path_id"], (None, []))
     return out
+
+
+def _path_failures(con: Any) -> dict[str, tuple[str | None, list[str]]]:
+    """Path id -> (the technique of the first failed step of its chain, or None; the suites whose latest run on
+    its leaf under its hardware profile failed), for paths with either."""
+    found = con.execute("""
+        WITH steps AS (SELECT p.path_id, n.technique, n.status, c.i
+                       FROM paths p, unnest(CAST(p.chain AS VARCHAR[])) WITH ORDINALITY AS c(h, i)
+                       JOIN nodes n ON n.node_hash = c.h),
+             step AS (SELECT path_id, arg_min(technique, i) AS technique FROM steps
+                      WHERE status = 'failed' GROUP BY path_id),
+             latest AS (SELECT p.path_id, sr.suite, arg_max(sr.status, sr.recorded_at) AS status
+                        FROM paths p JOIN suite_runs sr ON sr.node_hash = p.leaf_hash
+                                                       AND sr.hardware_profile = p.hardware_profile
+                        GROUP BY ALL),
+             suites AS (SELECT path_id, list(suite ORDER BY suite) AS suites FROM latest
+                        WHERE status = 'failed' GROUP BY path_id)
+        SELECT path_id, step.technique, suites.suites FROM step FULL JOIN suites USING (path_id)""").fetchall()
+    return {r[0]: (r[1], list(r[2] or [])) for r in found}
 
 
 def path_detail(db: str | Path, path_id: str) -> dict[str, Any]:

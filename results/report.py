@@ -8,27 +8,30 @@ from collections.abc import Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from results.units import quantity, scale_for
 from results.views import HEADLINES
 
 
 def fmt(value: Any, stderr: Any = None, unit: str | None = None) -> str:
-    """``0.512±0.021``; large numbers in engineering form; None as an em dash."""
+    """A number in a unit a person reads, its uncertainty in the same unit and rounded to it (``7.13 ± 0.24 ms``,
+    :func:`results.units.quantity`); None or NaN as an em dash; integers below a million without a unit exactly."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    text = _num(value, unit)
-    if stderr is not None and not (isinstance(stderr, float) and math.isnan(stderr)):
-        text += "±" + _num(stderr, unit)
-    return text
+    if isinstance(value, int) and stderr is None and not unit and abs(value) < 10**6:
+        return str(value)
+    se = float(stderr) if isinstance(stderr, int | float) and not isinstance(stderr, bool) else None
+    return quantity(float(value), se, unit)
 
 
-def _num(v: float, unit: str | None) -> str:
-    if unit == "bytes" and abs(v) >= 1e6:
-        return f"{v / 2**20:.1f}MiB"
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:.3g}"
-    return f"{v:.4g}" if abs(v) < 1 else f"{v:.4g}"
+def interval(low: Any, high: Any, unit: str | None = None) -> str:
+    """``[low, high]`` both in one display unit (chosen from the larger end), four significant digits."""
+    if low is None or high is None:
+        return "—"
+    scale = scale_for(unit, max(abs(low), abs(high)))
+    text = f"[{low / scale.factor + 0.0:.4g}, {high / scale.factor + 0.0:.4g}]"
+    return f"{text} {scale.label}" if scale.label else text
 
 
 _ITEMS = 24  # report entries shown before "… N more"
@@ -104,28 +107,84 @@ def table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+#: headline -> (how a path's value compares with its base's, the unit of that ratio) where that is what matters
+RELATIVE = {"quality": ("retention", "ratio"), "decode_tps": ("speed-up", "x")}
+
+
 def overview_table(paths: list[dict[str, Any]]) -> str:
-    """Paths x headline metrics, value±stderr, estimates marked with ``~``; only columns with data."""
-    cols = [h for h in HEADLINES if any(p.get(h.name) is not None for p in paths)]
+    """Paths x headline metrics, ``value ± stderr`` in units a person reads, estimates marked ``~``; only columns
+    with data. A path with a failed step shows ``✗ failed: <step>`` in every empty column, one whose suite run
+    failed ``✗ failed: <suite>`` in that suite's columns. Quality and decode speed also show the ratio to the
+    path's base (the path without steps on the same base and hardware): retention in %, speed-up ×."""
+    cols = [h for h in HEADLINES
+            if any(p.get(h.name) is not None or h.suite in (p.get("failed_suites") or []) for p in paths)]
+    if not cols and any(p.get("failed_step") for p in paths):  # nothing measured: the failures are the news
+        return table(["path", "hw", "status"], [[p["path_name"], p["hardware_profile"], _failure(p, "") or "—"]
+                                                for p in paths])
     headers = ["path", "hw", *(f"{h.label} {'↑' if h.higher_is_better else '↓'}" for h in cols)]
+    bases = {(p.get("base"), p["hardware_profile"]): p for p in paths if not p.get("n_steps")}
     body = []
     for p in paths:
-        cells = [("~" if p.get(f"{h.name}_estimate") else "") + fmt(p.get(h.name), p.get(f"{h.name}_stderr"), h.unit)
-                 for h in cols]
-        body.append([p["path_name"], p["hardware_profile"], *cells])
-    note = "\n~ estimated (not measured)" if any(p.get(f"{h.name}_estimate") for p in paths for h in cols) else ""
-    return table(headers, body) + note
+        base = bases.get((p.get("base"), p["hardware_profile"]))
+        body.append([p["path_name"], p["hardware_profile"], *(_cell(p, h, base) for h in cols)])
+    notes = []
+    if any(p.get(f"{h.name}_estimate") for p in paths for h in cols):
+        notes.append("~ estimated (not measured)")
+    if any(f"({word} " in c for word, _ in RELATIVE.values() for row in body for c in row[2:]):
+        notes.append("(retention, speed-up): the ratio to the path's base, its uncertainty propagated as if the two "
+                     "were independent")
+    return table(headers, body) + "".join("\n" + n for n in notes)
+
+
+def _cell(p: dict[str, Any], h: Any, base: dict[str, Any] | None) -> str:
+    value = p.get(h.name)
+    if value is None:
+        return _failure(p, h.suite) or "—"
+    text = ("~" if p.get(f"{h.name}_estimate") else "") + fmt(value, p.get(f"{h.name}_stderr"), h.unit)
+    if h.name in RELATIVE and base is not None and base is not p and base.get(h.name):
+        word, unit = RELATIVE[h.name]
+        r, se = ratio(value, p.get(f"{h.name}_stderr"), base[h.name], base.get(f"{h.name}_stderr"))
+        text += f" ({word} {fmt(r, se, unit)})"
+    return text
+
+
+def _failure(p: dict[str, Any], suite: str) -> str | None:
+    """The failure mark of a path's column: its failed step, else a failed run of ``suite``, else None."""
+    if p.get("failed_step"):
+        return f"✗ failed: {p['failed_step']}"
+    if suite in (p.get("failed_suites") or []):
+        return f"✗ failed: {suite}"
+    return None
+
+
+def ratio(a: float, a_se: float | None, b: float, b_se: float | None) -> tuple[float, float | None]:
+    """``a / b`` and its standard error by first-order propagation for independent ``a`` and ``b`` (None when
+    either has none)."""
+    r = a / b
+    if a_se is None or b_se is None:
+        return r, None
+    rel = (a_se / a) ** 2 if a else 0.0
+    return r, abs(r) * math.sqrt(rel + (b_se / b) ** 2)
 
 
 def compare_table(rows: list[dict[str, Any]]) -> str:
     headers = ["suite/task/metric", "A", "B", "B-A", "95% CI", "p", "test", "better"]
     body = []
     for r in rows:
-        ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else "—"
+        unit = r["unit"]
+        ci = interval(r["ci_low"], r["ci_high"], unit) if r["ci_low"] is not None else "—"
+        diff = fmt(r["diff"], unit=unit)
         body.append([f"{r['suite']}/{r['task']}/{r['metric']}" + (" ~" if r["estimate"] else ""),
-                     fmt(r["a"], r["a_stderr"], r["unit"]), fmt(r["b"], r["b_stderr"], r["unit"]),
-                     fmt(r["diff"]), ci, fmt(r["p_value"]), r["test"], r["better"] or "="])
+                     fmt(r["a"], r["a_stderr"], unit), fmt(r["b"], r["b_stderr"], unit),
+                     ("+" + diff) if isinstance(r["diff"], int | float) and r["diff"] > 0 else diff, ci,
+                     _p(r["p_value"]), r["test"], r["better"] or "="])
     return table(headers, body)
+
+
+def _p(p: Any) -> str:
+    if p is None:
+        return "—"
+    return "<0.0001" if p < 1e-4 else f"{p:.2g}"
 
 
 def check_summary(verdicts: list[dict[str, Any]]) -> str:

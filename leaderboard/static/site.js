@@ -6,20 +6,63 @@ function readData(id) {
   const el = document.getElementById(id);
   return el ? JSON.parse(el.textContent) : null;
 }
-function fmt(v, unit) {
-  if (v === null || v === undefined || Number.isNaN(v)) return "—";
-  if (unit === "bytes" && Math.abs(v) >= 1e6) return (v / 1048576).toFixed(1) + " MiB";
-  const a = Math.abs(v);
-  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(2);
-  return Number(v.toPrecision(4)).toString();
+// Numbers in units a person reads, as results/units.py formats them (the scales come from there, in the page's
+// data as "scales": unit -> [[from, factor, label], ...]): value and stderr in one display unit, the stderr with
+// one or two significant digits (PDG rule), the value rounded to the same place; four significant digits alone.
+let SCALES = {};
+function roundAway(v, places) {  // half away from zero, as DuckDB's round and results/units.py's _round
+  const r = places >= 0 ? Math.sign(v) * Math.floor(Math.abs(v) * 10 ** places + 0.5) / 10 ** places
+    : Math.sign(v) * Math.floor(Math.abs(v) / 10 ** -places + 0.5) * 10 ** -places;
+  return r + 0;
 }
-function fmtErr(v, unit) {
-  if (v === null || v === undefined) return "";
-  if (unit === "bytes" && Math.abs(v) >= 1e6) return (v / 1048576).toFixed(1) + " MiB";
-  return Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(1) : Number(v.toPrecision(2)).toString();
+function scaleFor(unit, mag) {
+  const scales = SCALES[unit || ""];
+  if (!scales) return [0, 1, unit || ""];
+  if (mag === 0) return scales.find(s => s[1] === 1) || scales[0];
+  let chosen = scales[0];
+  scales.forEach(s => { if (mag >= s[0]) chosen = s; });
+  return chosen;
+}
+function decimals(se) {
+  let exp = Math.floor(Math.log10(se));
+  let lead = Math.round(se / 10 ** (exp - 2));
+  if (lead >= 1000) { exp += 1; lead = 100; }
+  if (lead >= 950) return -exp;
+  return (lead <= 354 ? 2 : 1) - 1 - exp;
+}
+function sig(v) {  // like Python's "%.4g"
+  if (v === 0) return "0";
+  const e = Math.floor(Math.log10(Math.abs(Number(v.toPrecision(4)))));
+  if (e < -4 || e >= 4) {
+    const [m, x] = v.toExponential(3).split("e");
+    const n = Number(x);
+    return m.replace(/\.?0+$/, "") + "e" + (n < 0 ? "-" : "+") + String(Math.abs(n)).padStart(2, "0");
+  }
+  return String(Number(v.toPrecision(4)));
+}
+function fixed(v, places) { return roundAway(v, places).toFixed(Math.max(places, 0)); }
+function parts(v, se, unit) {  // [value text, stderr text or null, display unit]
+  const hasSe = se !== null && se !== undefined && Number.isFinite(se);
+  const s = hasSe ? Math.abs(se) : 0;
+  const [, factor, label] = scaleFor(unit, Math.max(Math.abs(v), s));
+  if (!hasSe) return [sig(v / factor), null, label];
+  if (s === 0) return [sig(v / factor), "0", label];
+  const places = decimals(s / factor);
+  return [fixed(v / factor, places), fixed(s / factor, places), label];
+}
+function fmtQ(v, se, unit) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  const [a, b, label] = parts(v, se, unit);
+  return (b === null ? a : a + " ± " + b) + (label ? " " + label : "");
+}
+function fmt(v, unit) { return fmtQ(v, null, unit); }
+function fmtErr(v, se, unit) {  // the stderr alone, in the unit its value is shown in
+  if (se === null || se === undefined) return "—";
+  const [, b, label] = parts(v === null || v === undefined ? 0 : v, se, unit);
+  return b + (label ? " " + label : "");
 }
 function withErr(v, se, unit, est, upper) {
-  return (est ? "~" : "") + (upper ? "≤" : "") + fmt(v, unit) + (se !== null && se !== undefined && v !== null ? " ± " + fmtErr(se, unit) : "");
+  return (est ? "~" : "") + (upper ? "≤" : "") + fmtQ(v, se, unit);
 }
 function cell(tr, text, cls) {
   const td = document.createElement("td");
@@ -45,14 +88,19 @@ function initOverview() {
   const table = document.getElementById("overview");
   if (!data || !table) return;
   const rows = data.paths.map(r => Object.fromEntries(data.keys.map((k, i) => [k, r[i]])));
-  const heads = data.headlines.filter(h => rows.some(p => p[h.name] !== null && p[h.name] !== undefined));
+  SCALES = data.scales || {};
+  // a failed step marks every empty column of its path, a failed suite run that suite's columns
+  const failure = (p, suite) => p.failed_step ? "✗ failed: " + p.failed_step
+    : (p.failed_suites || []).includes(suite) ? "✗ failed: " + suite : null;
+  const heads = data.headlines.filter(h => rows.some(p => (p[h.name] !== null && p[h.name] !== undefined)
+                                                          || (p.failed_suites || []).includes(h.suite)));
   let sortKey = "path_name", sortDir = 1, limit = 200;
   const f = { hw: document.getElementById("f-hw"), base: document.getElementById("f-base"),
               tech: document.getElementById("f-tech"), text: document.getElementById("f-text") };
   const thead = table.querySelector("thead tr");
   const cols = [{ key: "path_name", label: "path" }, { key: "hardware_profile", label: "hardware" },
                 { key: "base", label: "base" }].concat(heads.map(h => ({ key: h.name,
-                label: h.label + " (" + h.unit + ") " + (h.higher_is_better ? "↑" : "↓"), num: true })));
+                label: h.label + " " + (h.higher_is_better ? "↑" : "↓"), num: true })));  // cells carry units
   cols.forEach(c => {
     const th = document.createElement("th");
     th.textContent = c.label;
@@ -96,8 +144,10 @@ function initOverview() {
         // markers: ~ estimated, ≤ an upper bound, ⚠ measured while other processes loaded the CPU
         const est = p[h.name + "_estimate"], upper = p[h.name + "_upper_bound"], busy = p[h.name + "_under_load"];
         const load = p[h.name + "_load"];
-        const td = cell(tr, withErr(p[h.name], p[h.name + "_stderr"], h.unit, est, upper) + (busy ? " ⚠" : ""),
-                        "num" + (est ? " est" : "") + (busy ? " under-load" : "") + (upper ? " upper-bound" : ""));
+        const failed = p[h.name] === null || p[h.name] === undefined ? failure(p, h.suite) : null;
+        const td = cell(tr, failed || withErr(p[h.name], p[h.name + "_stderr"], h.unit, est, upper) + (busy ? " ⚠" : ""),
+                        "num" + (failed ? " failed" : "") + (est ? " est" : "") + (busy ? " under-load" : "")
+                        + (upper ? " upper-bound" : ""));
         const notes = [];
         if (est) notes.push("estimated, not measured");
         if (upper) notes.push(data.notes.upper_bound);
@@ -125,6 +175,7 @@ function loadScript(src) {
 function initCompare() {
   const data = readData("compare-data");
   if (!data) return;
+  SCALES = data.scales || {};
   const a = document.getElementById("pick-a"), b = document.getElementById("pick-b");
   const shard = {};
   data.paths.forEach(([id, name, hw, k]) => {
@@ -171,6 +222,7 @@ function initCompare() {
 function initSuite() {
   const data = readData("suite-data");
   if (!data) return;
+  SCALES = data.scales || {};
   const input = document.getElementById("f-suite"), more = document.getElementById("suite-more");
   // rows: [path index, key index, value, stderr, n]; keys: [suite, task, metric, unit, higher_is_better, method, estimate]
   const name = r => data.paths[r[0]][1];
@@ -187,8 +239,9 @@ function initSuite() {
       const tr = document.createElement("tr");
       linkCell(tr, "../paths/" + p[0] + ".html", p[1]);
       cell(tr, p[2]); cell(tr, task); cell(tr, metric + (hib ? " ↑" : " ↓"));
-      cell(tr, (est ? "~" : "") + fmt(r[2], unit), "num" + (est ? " est" : ""));
-      cell(tr, r[3] === null ? "—" : fmtErr(r[3], unit), "num");
+      const q = r[2] === null ? ["—", null, ""] : parts(r[2], r[3], unit);
+      cell(tr, (est ? "~" : "") + q[0] + (q[2] && r[2] !== null ? " " + q[2] : ""), "num" + (est ? " est" : ""));
+      cell(tr, r[3] === null ? "—" : fmtErr(r[2], r[3], unit), "num");
       cell(tr, r[4] === null ? "—" : String(r[4]), "num"); cell(tr, unit); cell(tr, method, "muted");
       tbody.appendChild(tr);
     });

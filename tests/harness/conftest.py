@@ -14,7 +14,8 @@ from suites.base import SUITES
 
 HERE = Path(__file__).parent
 PLUGIN = "slm_test_plugin"
-NAMES = {"technique": ("prune.test_fail", "tune.test_noise", "merge.test_average", "tune.test_read"), "suite": ("test_nll",)}
+NAMES = {"technique": ("prune.test_fail", "tune.test_noise", "merge.test_average", "tune.test_read",
+         "tune.test_noisy"), "suite": ("test_nll",)}
 
 
 def _unregister():

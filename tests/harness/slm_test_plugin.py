@@ -98,6 +98,28 @@ class ReadTechnique(Technique):
         return Applied(handle.derive(model=copy.deepcopy(handle.model)), {"n": len(records), "first": records[0]})
 
 
+@technique("tune.test_noisy")
+class NoisyTechnique(Technique):
+    """Leaves the weights alone and makes the noise libraries make: a Python warning, a library logger's warning,
+    a progress bar and a git error on stderr, a print on stdout (tests that the console stays clean)."""
+
+    Params = ReadParams
+    uses_seed = False
+
+    def apply(self, handle, ctx):
+        import logging
+        import sys
+        import warnings
+
+        warnings.warn("torch.ao.quantization is deprecated (a test warning)", FutureWarning, stacklevel=1)
+        warnings.warn("a user warning from a library (test)", UserWarning, stacklevel=1)
+        logging.getLogger("datasets.test").warning("Warning: a library logger's warning (test)")
+        sys.stderr.write("Tokenizing inputs: 100%|##########| 3/3 [00:00<00:00, 99.0it/s]\n")
+        sys.stderr.write("fatal: not a git repository (or any of the parent directories): .git\n")
+        print("a library's print (test)")
+        return handle.derive(model=copy.deepcopy(handle.model))
+
+
 @suite("test_nll")
 class NllSuite(Suite):
     """Mean negative log-likelihood per token of three fixed sentences (cheap, real)."""

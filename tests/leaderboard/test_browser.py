@@ -97,3 +97,36 @@ def test_site_in_chromium(driver, tmp_path):
     assert len(driver.find_elements(By.CSS_SELECTOR, "#suite-table tbody tr")) == 1
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_overview_shows_units_and_marks_failed_paths(driver, tmp_path):
+    """The overview's cells in display units (%, ms) and ✗ failed marks: a failed step marks its path's empty
+    columns, a failed suite run that suite's columns only."""
+    from selenium.webdriver.common.by import By
+
+    from results.store import ResultStore
+
+    db = tmp_path / "results.duckdb"
+    write_run(db, "r1", {"ok": {"acc_correct": outcomes(400, 0.6, 1), "latency": latencies(30, 0.03, 1),
+                                "energy": 0.3}})
+    store = ResultStore(db)
+    store.record_node("r1", dict(node_hash="n-bad", kind="model", technique="prune.wanda", params={},
+                                 inputs={"model": "src"}, status="failed", error="ValueError: boom"))
+    store.record_path("r1", dict(path_id="p-bad", name="bad", base="builtin:tiny-llama", hardware_profile="cpu-1t",
+                                 leaf_hash="n-bad", chain=["src", "n-bad"], steps=[{"technique": "prune.wanda"}],
+                                 spec_snippet="x"))
+    store.record_suite_run("r1", dict(run_key="m-ok", node_hash="n-ok", suite="memory", profile="quick",
+                                      hardware_profile="cpu-1t", settings={}, status="failed", error="killed",
+                                      metrics=[], samples=[], raw=[]))
+    store.close()
+    site = build_site(db, tmp_path / "site")
+    driver.get((site / "index.html").as_uri())
+    heads = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#overview th")]
+    rows = {r.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in r.find_elements(By.TAG_NAME, "td")]
+            for r in driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr")}
+    col = {h.split(" (")[0]: i for i, h in enumerate(heads)}
+    assert rows["ok"][col["quality"]].endswith(" %") and " ± " in rows["ok"][col["quality"]]
+    assert rows["ok"][col["peak RSS"]] == "✗ failed: memory"  # its memory suite run failed
+    assert all(c == "✗ failed: prune.wanda" for c in rows["bad"][3:]), rows["bad"]
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

@@ -63,10 +63,11 @@ def test_pages_exist_and_link(site: Path):
 def test_path_page_shows_lineage_costs_metrics_and_reproduction(site: Path):
     detail = (site / "paths" / "p-base.html").read_text()
     assert "prune.magnitude" in detail and "{&#34;sparsity&#34;: 0.5}" in detail.replace("&quot;", "&#34;")
-    assert "1.5 s" in detail and "95.4MiB" in detail and "~3 J" in detail  # the step's wall time, RSS, energy
+    assert "1.5 s" in detail and "95.37 MiB" in detail and "~3 J" in detail  # the step's wall time, RSS, energy
     assert "lm-eval 0.4.13" in detail and "estimated:codecarbon-cpu_load" in detail
-    assert re.search(r'class="num est"[^>]*>~0\.5<', detail)  # the energy estimate is marked
-    assert re.search(r'<td class="num">0\.\d+</td><td class="num">0\.0\d+</td><td class="num">200</td>', detail)
+    assert re.search(r'class="num est"[^>]*>~500 mJ/token<', detail)  # the energy estimate is marked, in mJ
+    # accuracy and its stderr in %, rounded to the stderr's two leading digits (PDG: 100-354 -> two)
+    assert re.search(r'<td class="num">\d\d\.\d %</td><td class="num">3\.\d %</td><td class="num">200</td>', detail)
     assert '"cpu_model": "x"' in detail.replace("&#34;", '"')  # the environment
 
 
@@ -118,7 +119,7 @@ def test_path_page_shows_formats_conversion_and_report_escaped(tmp_path: Path):
     assert '<code title="input format">torch-int8-dynamic</code> → <code>torch</code>' in lora
     assert "conversion: dequantized the torch-int8-dynamic weights to float before &lt;i&gt;peft.lora&lt;/i&gt;" in lora
     for item in ("first_loss</span> = 2.718", "final_loss</span> = 0.1235", "trainable_params</span> = 12288",
-                 "total_params</span> = 4.5e+06", "sparsity_kept</span> = true", "peak_bytes</span> = 3.0MiB",
+                 "total_params</span> = 4.5e+06", "sparsity_kept</span> = true", "peak_bytes</span> = 3072 KiB",
                  "note</span> = &lt;b&gt;x&lt;/b&gt;", "losses</span> = [3, 2.5, 2, 1.5, … 2 more]",
                  "teacher</span> = {kl: 0.5, name: &lt;b&gt;t&lt;/b&gt;}",
                  "&lt;script&gt;alert(1)&lt;/script&gt;</span> = &lt;script&gt;alert(1)&lt;/script&gt;"):
@@ -177,9 +178,9 @@ def test_pareto_page_marks_the_frontier(site: Path):
     # slow-bad (0.5, 0.9 J) is dominated
     energy = text[text.index("vs energy per decode token"):]
     energy = energy[:energy.index("</svg>")]
-    front = re.findall(r'class="pt front"><title>(.*?) \([-\d.e+]+, [-\d.e+]+\)</title>', energy)
+    front = re.findall(r'class="pt front"><title>(.*?): [^<]* mJ/token \(on the frontier\)</title>', energy)
     assert sorted(front) == sorted(["base", "&lt;script&gt;alert(1)&lt;/script&gt;"])
-    assert "slow-bad" in energy
+    assert re.search(r'class="pt"><title>slow-bad: [^<]*\(dominated beyond the noise\)</title>', energy)
 
 
 def test_empty_and_missing_database_say_no_results(tmp_path: Path):
@@ -252,7 +253,7 @@ def test_load_upper_bound_and_invalid_bound_are_marked(tmp_path: Path):
     loaded = _metric_rows((site / "paths" / "p-loaded.html").read_text())
     assert '<span class="load" title="measured while other processes used 0.6 CPU cores; compare with care">' \
            "⚠ load 0.6 cores</span>" in loaded["itl_s"]
-    assert re.search(r'>~<span class="ub" title="an upper bound[^"]*">≤</span>0\.5 ?<', loaded["decode_j_per_token"])
+    assert re.search(r'>~<span class="ub" title="an upper bound[^"]*">≤</span>500 mJ/token<', loaded["decode_j_per_token"])
     assert "⚠" not in loaded["decode_j_per_token"] and "≤" not in loaded["itl_s"] and "acc" in loaded
     busy_page = (site / "paths" / "p-busy.html").read_text()
     busy = _metric_rows(busy_page)

@@ -1,0 +1,176 @@
+"""Numbers in units a person reads: ``7.13 ± 0.24 ms``, ``1076.30 ± 0.27 MiB``, ``6.2 ± 2.2 mJ/token``.
+
+A value and its standard error are shown in the same display unit, chosen from the larger of the two
+magnitudes (seconds as ns/µs/ms/s/min/h, bytes as B/KiB/MiB/GiB/TiB, energy as µJ/mJ/J/kJ/kWh, rates with
+SI prefixes, fractions and ratios as %). The uncertainty keeps one or two significant digits by the Particle
+Data Group's rule (two when its three leading digits are 100-354, one for 355-949, and 950-999 round up to
+two digits of the next power of ten) and the value is rounded to the same decimal place. Without an
+uncertainty the value keeps four significant digits (trailing zeros dropped).
+
+The same rules exist in SQL (:func:`sql_quantity`, for the site's metric tables built by DuckDB) and in
+``leaderboard/static/site.js`` (``fmtQ``); tests check that they agree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+
+class Scale(NamedTuple):
+    """A display unit: used from ``at`` (in the stored unit) upwards, ``factor`` stored units per display unit."""
+
+    at: float
+    factor: float
+    label: str
+
+
+def _si(unit: str, sep: str = "", small: bool = True) -> tuple[Scale, ...]:
+    low = (Scale(0, 1e-9, f"n{sep}{unit}"), Scale(1e-6, 1e-6, f"µ{sep}{unit}"),
+           Scale(1e-3, 1e-3, f"m{sep}{unit}")) if small else (Scale(0, 1, unit),)
+    return low + (Scale(1, 1, unit), Scale(1e4, 1e3, f"k{sep}{unit}"), Scale(1e6, 1e6, f"M{sep}{unit}"),
+                  Scale(1e9, 1e9, f"G{sep}{unit}"), Scale(1e12, 1e12, f"T{sep}{unit}"))
+
+
+_BINARY = (Scale(0, 1, "B"), Scale(10 * 2**10, 2**10, "KiB"), Scale(10 * 2**20, 2**20, "MiB"),
+           Scale(10 * 2**30, 2**30, "GiB"), Scale(10 * 2**40, 2**40, "TiB"))
+_PERCENT = (Scale(0, 0.01, "%"),)
+
+#: stored unit -> its display units, ascending. Units not listed are shown as stored, unscaled.
+SCALES: dict[str, tuple[Scale, ...]] = {
+    "s": (Scale(0, 1e-9, "ns"), Scale(1e-6, 1e-6, "µs"), Scale(1e-3, 1e-3, "ms"), Scale(1, 1, "s"),
+          Scale(600, 60, "min"), Scale(36000, 3600, "h")),
+    "bytes": _BINARY,
+    "byte": _BINARY,
+    "bytes/s": tuple(Scale(s.at, s.factor, f"{s.label}/s") for s in _BINARY),
+    "J": (Scale(0, 1e-6, "µJ"), Scale(1e-3, 1e-3, "mJ"), Scale(1, 1, "J"), Scale(1e4, 1e3, "kJ"),
+          Scale(3.6e5, 3.6e6, "kWh")),
+    "J/token": (Scale(0, 1e-6, "µJ/token"), Scale(1e-3, 1e-3, "mJ/token"), Scale(1, 1, "J/token")),
+    "W": (Scale(0, 1e-3, "mW"), Scale(1, 1, "W"), Scale(1e4, 1e3, "kW")),
+    "tokens/s": _si("tokens/s", sep=" ", small=False),
+    "FLOP/s": _si("FLOP/s", small=False),
+    "count": tuple(Scale(s.at, s.factor, s.label.strip()) for s in _si("", sep=" ", small=False)),
+    "fraction": _PERCENT,
+    "ratio": _PERCENT,
+    "x": (Scale(0, 1, "×"),),
+}
+
+
+def scale_for(unit: str | None, magnitude: float) -> Scale:
+    """The display unit for numbers of ``magnitude`` (stored units) in ``unit``; unscaled for unknown units."""
+    scales = SCALES.get(unit or "")
+    if not scales:
+        return Scale(0, 1, unit or "")
+    if magnitude == 0:  # a zero in the unit itself (0 s, not 0 ns)
+        return next((s for s in scales if s.factor == 1), scales[0])
+    chosen = scales[0]
+    for s in scales:
+        if magnitude >= s.at:
+            chosen = s
+    return chosen
+
+
+def decimals(stderr: float) -> int:
+    """Decimal places that keep one or two significant digits of a positive ``stderr`` (PDG rule); negative
+    when the uncertainty's digits lie left of the decimal point (round to tens, hundreds ...)."""
+    exp = math.floor(math.log10(stderr))
+    lead = round(stderr / 10 ** (exp - 2))  # the three leading digits, 100..1000
+    if lead >= 1000:  # 9.96 -> 1000 after rounding: the next power of ten
+        exp, lead = exp + 1, 100
+    if lead >= 950:
+        return -exp  # rounds up to 10^(exp+1): two digits of that, i.e. one decimal more than exp+1's
+    digits = 2 if lead <= 354 else 1
+    return digits - 1 - exp
+
+
+def _round(v: float, places: int) -> float:
+    """Half away from zero, computed as DuckDB's ``round`` and the site's script compute it (so the three agree)."""
+    if places >= 0:
+        r = math.copysign(math.floor(abs(v) * 10**places + 0.5), v) / 10**places
+    else:
+        r = math.copysign(math.floor(abs(v) / 10**-places + 0.5), v) * 10**-places
+    return r + 0.0  # no "-0.0"
+
+
+def _fixed(v: float, places: int) -> str:
+    return f"{_round(v, places):.{max(places, 0)}f}"
+
+
+def _sig(v: float) -> str:
+    return f"{v + 0.0:.4g}"
+
+
+class Parts(NamedTuple):
+    """A quantity's texts: the value and the stderr (None without one), both in the display ``unit``."""
+
+    value: str
+    stderr: str | None
+    unit: str
+
+
+def parts(value: float, stderr: float | None = None, unit: str | None = None) -> Parts:
+    """The value and stderr texts of :func:`quantity`, and their display unit."""
+    se = stderr if stderr is not None and math.isfinite(stderr) else None
+    magnitude = max(abs(value), abs(se) if se is not None else 0.0)
+    scale = scale_for(unit, magnitude)
+    v = value / scale.factor
+    if se is None:
+        return Parts(_sig(v), None, scale.label)
+    if se == 0:
+        return Parts(_sig(v), "0", scale.label)
+    s = abs(se) / scale.factor
+    places = decimals(s)
+    return Parts(_fixed(v, places), _fixed(s, places), scale.label)
+
+
+def quantity(value: float, stderr: float | None = None, unit: str | None = None) -> str:
+    """``value ± stderr`` in a display unit of ``unit`` (see the module docstring); no ``±`` without a finite
+    stderr. ``quantity(0.007134, 0.000235, "s") == "7.13 ± 0.24 ms"``."""
+    p = parts(value, stderr, unit)
+    text = p.value if p.stderr is None else f"{p.value} ± {p.stderr}"
+    return f"{text} {p.unit}" if p.unit else text
+
+
+def _suffix(label: str) -> str:
+    return f"' {label}'" if label else "''"
+
+
+def sql_parts(value: str, stderr: str, unit: str) -> Parts:
+    """SQL expressions for :func:`parts` of the columns ``value``/``stderr``/``unit`` (for DuckDB: the site formats
+    half a million metric rows without Python objects). The value text is ``—`` for a null or non-finite value,
+    the stderr text ``—`` without a stderr, and the unit text starts with a space unless empty."""
+    se = f"(CASE WHEN isfinite({stderr}) THEN abs({stderr}) END)"
+    mag = f"greatest(abs({value}), coalesce({se}, 0))"
+    factor, label = [], []
+    for name, scales in SCALES.items():
+        unit_scale = scale_for(name, 0)
+        factor.append(f"WHEN {unit} = '{name}' AND {mag} = 0 THEN {unit_scale.factor!r}")
+        label.append(f"WHEN {unit} = '{name}' AND {mag} = 0 THEN {_suffix(unit_scale.label)}")
+        for sc in reversed(scales):
+            cond = f"{unit} = '{name}' AND {mag} >= {sc.at!r}"
+            factor.append(f"WHEN {cond} THEN {sc.factor!r}")
+            label.append(f"WHEN {cond} THEN {_suffix(sc.label)}")
+    f = f"(CASE {' '.join(factor)} ELSE 1.0 END)"
+    lab = f"(CASE {' '.join(label)} WHEN coalesce({unit}, '') = '' THEN '' ELSE ' ' || {unit} END)"
+    s = f"({se} / {f})"
+    exp = f"floor(log10({s}))"
+    lead = f"round({s} / pow(10, {exp} - 2))"
+    places = (f"(CASE WHEN {lead} >= 1000 THEN -({exp} + 1) + 1 WHEN {lead} >= 950 THEN -{exp} "
+              f"WHEN {lead} <= 354 THEN 1 - {exp} ELSE -{exp} END)::INTEGER")
+    v = f"({value} / {f})"
+    sig = f"printf('%.4g', {v} + 0.0)"
+
+    def fixed(x: str) -> str:
+        return f"printf('%.*f', greatest({places}, 0), round({x}, {places}) + 0.0)"
+
+    missing = f"{value} IS NULL OR NOT isfinite({value})"
+    value_text = f"(CASE WHEN {missing} THEN '—' WHEN coalesce({se}, 0) = 0 THEN {sig} ELSE {fixed(v)} END)"
+    stderr_text = (f"(CASE WHEN {missing} OR {se} IS NULL THEN '—' WHEN {se} = 0 THEN '0' ELSE {fixed(s)} END)")
+    return Parts(value_text, stderr_text, f"(CASE WHEN {missing} THEN '' ELSE {lab} END)")
+
+
+def sql_quantity(value: str, stderr: str, unit: str) -> str:
+    """An SQL expression formatting the columns as :func:`quantity` does (``—`` for a null value)."""
+    p = sql_parts(value, stderr, unit)
+    return (f"(CASE WHEN {value} IS NULL OR NOT isfinite({value}) THEN '—' "
+            f"WHEN {p.stderr} = '—' THEN {p.value} || {p.unit} ELSE {p.value} || ' ± ' || {p.stderr} || {p.unit} END)")
