@@ -55,10 +55,10 @@ class Interval:
     note: str = ""
 
 
-def forest(rows: Sequence[Interval], unit: str, width: int = 520) -> str:
+def forest(rows: Sequence[Interval], unit: str, width: int = 640) -> str:
     """A forest plot: per row a dot at the estimate and a bar over its 95% interval, a zero line, x ticks with
     the unit. Rows without an estimate are listed with "not estimable" instead of a dot."""
-    row_h, top, left, right, bottom = 22, 8, 230, 16, 36
+    row_h, top, left, right, bottom = 22, 8, 320, 16, 36
     height = top + row_h * max(len(rows), 1) + bottom
     xs = [v for r in rows for v in (r.estimate, r.low, r.high) if v is not None and math.isfinite(v)] + [0.0]
     tv = ticks(min(xs), max(xs))
@@ -80,7 +80,7 @@ def forest(rows: Sequence[Interval], unit: str, width: int = 520) -> str:
     out.append(f'<text class="label" x="{left + plot_w / 2:.1f}" y="{base + 30}">effect ({escape(unit)})</text>')
     for i, r in enumerate(rows):
         y = top + row_h * i + row_h / 2
-        label = r.label if len(r.label) <= 36 else r.label[:35] + "…"
+        label = r.label if len(r.label) <= 50 else r.label[:49] + "…"
         out.append(f'<text class="tick end" x="{left - 6}" y="{y + 4:.1f}"><title>{escape(r.label)}</title>'
                    f"{escape(label)}</text>")
         if r.estimate is None:
