@@ -18,13 +18,14 @@ from results.queries import rows
 from results.views import TRAJECTORIES_SELECT
 
 MAX_RUNS = 10  # the latest runs analysed for the effects and DAG pages
+MAX_GRID_PATHS = 64  # runs with more paths are not fitted during a build (~0.1 s a path); the page says so
 QUALITY_UNITS = ("fraction", "ratio")  # headlines whose change vs base is in points, not a ratio
 
 
 def latest_runs(con: Any, limit: int = MAX_RUNS) -> list[dict[str, Any]]:
     """The latest runs that recorded paths, newest first."""
-    return rows(con, "SELECT r.run_id, r.spec_name, r.started_at FROM runs r WHERE EXISTS (SELECT 1 FROM run_paths rp "
-                     "WHERE rp.run_id = r.run_id) ORDER BY r.started_at DESC LIMIT ?", [limit])
+    return rows(con, "SELECT r.run_id, r.spec_name, r.started_at, count(*) AS n_paths FROM runs r JOIN run_paths rp "
+                     "USING (run_id) GROUP BY ALL ORDER BY r.started_at DESC LIMIT ?", [limit])
 
 
 def effects(db: str | Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,14 +35,19 @@ def effects(db: str | Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     out = []
     for run in runs:
+        if run.get("n_paths", 0) > MAX_GRID_PATHS:
+            out.append({"run": run, "grid": None, "order": None, "error": None, "skipped": (
+                f"{run['n_paths']} paths, more than the {MAX_GRID_PATHS} a site build analyses: run "
+                f"`slm analyze effects --run {run['run_id']}` and `slm analyze order --run {run['run_id']}`")})
+            continue
         try:
             grid = grid_effects(db, run["run_id"])
             order = order_effects(db, run["run_id"])
         except SLMError as e:
-            out.append({"run": run, "grid": None, "order": None, "error": str(e)})
+            out.append({"run": run, "grid": None, "order": None, "error": str(e), "skipped": None})
             continue
         if grid["grid"] or order["pairs"]:
-            out.append({"run": run, "grid": grid, "order": order, "error": None})
+            out.append({"run": run, "grid": grid, "order": order, "error": None, "skipped": None})
     return out
 
 

@@ -33,6 +33,7 @@ from results.store import connect
 HERE = Path(__file__).parent
 MARKER = ".slm-leaderboard"  # a directory holding this file is a site we built and may replace
 SHARD = 200  # paths per comparison data file
+MAX_DAG_NODES = 400  # a run's DAG with more nodes is summarised, not drawn
 COSTS = (("decode_tps", True), ("ttft_s", False), ("peak_rss", False), ("energy_per_token", False))
 
 
@@ -245,7 +246,11 @@ def _effects_view(entry: dict[str, Any]) -> dict[str, Any]:
 def _dag_view(entry: dict[str, Any]) -> dict[str, Any]:
     nodes = entry["nodes"]
     shared = sorted((n for n in nodes.values() if len(n.paths) > 1), key=lambda n: (n.depth, n.label))
-    return {"run": entry["run"], "svg": Markup(charts.dag(nodes)), "nodes": sorted(
+    n_paths = len({name for n in nodes.values() for name, _ in n.paths})
+    if len(nodes) > MAX_DAG_NODES:  # a picture of thousands of boxes is unreadable (and megabytes)
+        return {"run": entry["run"], "svg": None, "nodes": [], "n_shared": len(shared), "n_paths": n_paths,
+                "too_large": len(nodes)}
+    return {"run": entry["run"], "svg": Markup(charts.dag(nodes)), "too_large": None, "nodes": sorted(
         nodes.values(), key=lambda n: (n.depth, n.label, n.node_hash)), "n_shared": len(shared),
         "n_paths": len({name for n in nodes.values() for name, _ in n.paths})}
 

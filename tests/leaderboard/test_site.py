@@ -421,3 +421,26 @@ def test_overview_change_vs_base(analysis_site: Path):
 def test_change_vs_base_is_a_dash_without_a_base_path(site: Path):
     rows = _overview_rows(site)
     assert all(r["base_path"] is None and r["quality_vs_base"] is None for r in rows.values())
+
+
+def test_a_run_too_large_to_fit_during_a_build_is_named_not_fitted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from analysis_builders import write_lifecycle
+
+    from leaderboard import analysis
+
+    monkeypatch.setattr(analysis, "MAX_GRID_PATHS", 3)
+    write_lifecycle(tmp_path / "results.duckdb")
+    page = (build_site(tmp_path / "results.duckdb", tmp_path / "site") / "effects.html").read_text()
+    assert "Not analysed here: 5 paths, more than the 3" in page and "slm analyze effects --run r1" in page
+    assert "<svg" not in page
+
+
+def test_a_dag_too_large_to_draw_is_summarised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from analysis_builders import write_lifecycle
+
+    from leaderboard import build
+
+    monkeypatch.setattr(build, "MAX_DAG_NODES", 4)
+    write_lifecycle(tmp_path / "results.duckdb")
+    page = (build_site(tmp_path / "results.duckdb", tmp_path / "site") / "dag.html").read_text()
+    assert "6 nodes: too many to draw" in page and "<svg" not in page and "6 nodes, 5 paths, 2 nodes shared" in page
