@@ -47,7 +47,9 @@ INSERT INTO paths SELECT 'p' || i, 'path ' || i || ' <b>&</b>', 'builtin:smollm2
        'paths:\n  - [prune.magnitude: {{sparsity: 0.5}}, peft.lora]', 'bench'
 FROM range(?) t(i);
 INSERT INTO run_paths SELECT 'bench', 'p' || i FROM range(?) t(i);
-INSERT INTO suite_runs SELECT 'k' || i || s, 'bench', 'n' || i, s, 'quick', ['cpu-1t', 'cpu-2t'][1 + i % 2], '{{}}',
+INSERT INTO suite_runs (run_key, run_id, node_hash, suite, profile, hardware_profile, settings, status, error, traceback,
+                        wall_time_s, recorded_at)
+SELECT 'k' || i || s, 'bench', 'n' || i, s, 'quick', ['cpu-1t', 'cpu-2t'][1 + i % 2], '{{}}',
        'ok', NULL, NULL, 3.0, now()
 FROM range(?) t(i), (VALUES ('quality'), ('latency'), ('memory'), ('energy'), ('trust')) v(s) WHERE i % 100 != 7;
 INSERT INTO metrics SELECT 'k' || i || 'quality', 'quality', task, m, 0.3 + (hash(i || task || m) % 500) / 1000.0,

@@ -23,14 +23,18 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from adapters.errors import UsageError, writing
+from leaderboard import analysis, charts
 from leaderboard.data import LOAD_NOTE, UPPER_NOTE, SiteData, load, page_name
 from leaderboard.pages import Lineage
 from leaderboard.pareto import Point, svg
+from results.report import fmt
+from results.store import connect
 from results.units import SCALES
 
 HERE = Path(__file__).parent
 MARKER = ".slm-leaderboard"  # a directory holding this file is a site we built and may replace
 SHARD = 200  # paths per comparison data file
+MAX_DAG_NODES = 400  # a run's DAG with more nodes is summarised, not drawn
 COSTS = (("decode_tps", True), ("ttft_s", False), ("peak_rss", False), ("energy_per_token", False))
 
 
@@ -64,7 +68,7 @@ def _build(db: str | Path, final: Path) -> Path:
     out.chmod(0o755)  # a site is for reading (mkdtemp makes it private)
     try:
         _prepare(out)
-        _render(data, out)
+        _render(db, data, out)
         with _site_lock(final):  # two runs building the same site: one swap after the other, never interleaved
             _check_replaceable(final)
             _swap(out, final)
@@ -73,11 +77,14 @@ def _build(db: str | Path, final: Path) -> Path:
     return final
 
 
-def _render(data: SiteData, out: Path) -> None:
+def _render(db: str | Path, data: SiteData, out: Path) -> None:
     # a path next to this file, not PackageLoader: setuptools' strict editable installs (as tox makes them)
     # expose no package directory for non-Python folders
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    common = {"suites": [(s, page_name(s)) for s in data.suites], "has_paths": bool(data.paths)}
+    env.filters.update(fmt=fmt, pval=_pval, ci=charts.fmt_ci)
+    extra = _analyses(db, data)
+    common = {"suites": [(s, page_name(s)) for s in data.suites], "has_paths": bool(data.paths),
+              "has_effects": bool(extra["effects"]), "has_dag": bool(extra["dags"])}
     hw = sorted({p["hardware_profile"] or "" for p in data.paths})
     _write(out / "index.html", env.get_template("index.html").render(
         title="Overview", root="", data_json=safe_json(_overview(data)), hardware=hw,
@@ -90,7 +97,11 @@ def _render(data: SiteData, out: Path) -> None:
             {"paths": [[p["path_id"], p["path_name"], p["hardware_profile"], i // SHARD]
                        for i, p in enumerate(data.paths)], "keys": data.keys, "scales": SCALES}), **common))
     _write_compare_data(out, data)
-    _write_paths(out, env, data, common)
+    _write_paths(out, env, data, common, extra)
+    _write(out / "effects.html", env.get_template("effects.html").render(
+        title="Effects", root="", runs=[_effects_view(e) for e in extra["effects"]], **common))
+    _write(out / "dag.html", env.get_template("dag.html").render(
+        title="Lifecycle DAG", root="", dags=[_dag_view(d) for d in extra["dags"]], **common))
     suite_tpl = env.get_template("suite.html")
     index = safe_json([[p["page"], p["path_name"], p["hardware_profile"]] for p in data.paths])
     keys = safe_json(data.keys)
@@ -147,6 +158,7 @@ def _overview(data: SiteData) -> dict[str, Any]:
     for h in data.headlines:
         keys += [h["name"], f"{h['name']}_stderr", f"{h['name']}_estimate", f"{h['name']}_under_load",
                  f"{h['name']}_load", f"{h['name']}_upper_bound"]
+    keys += ["base_path"] + [f"{h['name']}_vs_base" for h in data.headlines]  # change vs base (leaderboard.analysis)
     return {"headlines": data.headlines, "paths": [[p.get(k) for k in keys] for p in data.paths], "keys": keys,
             "notes": {"load": LOAD_NOTE, "upper_bound": UPPER_NOTE}, "scales": SCALES}
 
@@ -160,7 +172,8 @@ def _write_compare_data(out: Path, data: SiteData) -> None:
                f"window.SLM_COMPARE=window.SLM_COMPARE||{{}};Object.assign(window.SLM_COMPARE,{{{body}}});\n")
 
 
-def _write_paths(out: Path, env: Environment, data: SiteData, common: dict[str, Any]) -> None:
+def _write_paths(out: Path, env: Environment, data: SiteData, common: dict[str, Any],
+                 extra: dict[str, Any]) -> None:
     """One page per path, from one precompiled template; rows come from :mod:`leaderboard.pages`."""
     template = env.get_template("path.html")
     lineage = Lineage(data.nodes)
@@ -173,7 +186,9 @@ def _write_paths(out: Path, env: Environment, data: SiteData, common: dict[str, 
         _write(out / "paths" / f"{p['page']}.html", template.render(
             root="../", title=p["path_name"], p=p, run=run, env_text=env_text[p["run_id"]],
             lineage=lineage.rows(p["chain"]), metrics=Markup(data.metric_html.get(p["path_id"], "")),
-            failed_runs=data.failed_suite_runs.get((str(p["leaf_hash"]), p["hardware_profile"]), []), **common))
+            failed_runs=data.failed_suite_runs.get((str(p["leaf_hash"]), p["hardware_profile"]), []),
+            breakeven=extra["breakeven"].get(p["path_id"]), parity=extra["parity"].get(p["path_id"], []),
+            trajectory=_trajectory_view(extra["trajectories"].get(p["path_id"]), p, data.nodes), **common))
 
 
 def _float(v: Any) -> float | None:
@@ -200,3 +215,73 @@ def _plots(data: SiteData) -> list[tuple[str, list[tuple[str, str]]]]:
         if items:
             out.append((hw, items))
     return out
+
+
+# -- the analyses: effects, break-even, trajectories, parity, change vs base, the DAG (leaderboard.analysis) ----------
+def _analyses(db: str | Path, data: SiteData) -> dict[str, Any]:
+    """Everything :mod:`leaderboard.analysis` reads, keyed by page block; empty without paths."""
+    out: dict[str, Any] = {"effects": [], "dags": [], "breakeven": {}, "trajectories": {}, "parity": {}}
+    if not data.paths:
+        return out
+    analysis.vs_base(data.paths, data.headlines)
+    with connect(db, read_only=True) as con:
+        con.execute("SET enable_progress_bar = false")
+        runs = analysis.latest_runs(con)
+        out.update(dags=analysis.dags(con, runs, data.paths, data.nodes),
+                   breakeven=analysis.breakevens(con, data.paths, data.nodes),
+                   trajectories=analysis.trajectories(con), parity=analysis.parity(con))
+    out["effects"] = analysis.effects(db, runs)
+    return out
+
+
+def _effects_view(entry: dict[str, Any]) -> dict[str, Any]:
+    """One run's effects for the template: per group and metric, the terms and a forest plot of them."""
+    grid = entry.get("grid") or {}
+    groups = []
+    for g in grid.get("groups", []):
+        metrics = []
+        for m in g["metrics"]:
+            terms = [t for t in m.get("terms", []) if t.get("order")]  # the intercept is the reference cell
+            plot = [charts.Interval(t["term"], t["estimate"], t.get("ci_low"), t.get("ci_high"),
+                                    t.get("note") or "") for t in terms]
+            intercept = next((t for t in m.get("terms", []) if not t.get("order")), None)
+            metrics.append({**m, "shown_terms": terms, "intercept": intercept,
+                            "svg": Markup(charts.forest(plot, m.get("unit") or "")) if plot else None})
+        groups.append({**g, "metric_views": metrics})
+    return {**entry, "groups": groups, "not_grid": None if grid.get("grid", True) else grid.get("reason")}
+
+
+def _dag_view(entry: dict[str, Any]) -> dict[str, Any]:
+    nodes = entry["nodes"]
+    shared = sorted((n for n in nodes.values() if len(n.paths) > 1), key=lambda n: (n.depth, n.label))
+    n_paths = len({name for n in nodes.values() for name, _ in n.paths})
+    if len(nodes) > MAX_DAG_NODES:  # a picture of thousands of boxes is unreadable (and megabytes)
+        return {"run": entry["run"], "svg": None, "nodes": [], "n_shared": len(shared), "n_paths": n_paths,
+                "too_large": len(nodes)}
+    return {"run": entry["run"], "svg": Markup(charts.dag(nodes)), "too_large": None, "nodes": sorted(
+        nodes.values(), key=lambda n: (n.depth, n.label, n.node_hash)), "n_shared": len(shared),
+        "n_paths": len({name for n in nodes.values() for name, _ in n.paths})}
+
+
+def _trajectory_view(t: dict[str, Any] | None, p: dict[str, Any], nodes: dict[str, dict[str, Any]]
+                     ) -> dict[str, Any] | None:
+    """A path's trajectory for its page: position labels, a row per metric and a small chart per metric."""
+    if not t:
+        return None
+    chain = p.get("chain") or []
+    labels = ["base"] + [str((nodes.get(h) or {}).get("technique") or f"step {i + 1}")
+                         for i, h in enumerate(chain[1:])]
+    labels += [f"step {i}" for i in range(len(labels), t["length"])]
+    metrics = []
+    for m in t["metrics"]:
+        pts = [charts.Point(i, labels[i], r["value"], r["stderr"], bool(r["is_estimate"]))
+               for i, r in enumerate(m["points"]) if r is not None]
+        metrics.append({**m, "svg": Markup(charts.line(pts, m["key"], m["unit"], t["length"]))})
+    return {"labels": labels, "metrics": metrics}
+
+
+def _pval(p: Any) -> str:
+    """A p-value as text: ``<0.001`` below a thousandth, else three decimals; ``—`` for none."""
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from results.commands import DbOpt, WorkspaceOpt, _db
-from results.report import compare_table, fmt, table
+from results.report import compare_table, fmt, interval, table
 
 analyze_app = typer.Typer(help="Analyses of a run: effects of a grid's stages, order effects.", no_args_is_help=True)
 
@@ -58,8 +58,8 @@ def _metric_text(m: dict[str, Any]) -> str:
     if m["terms"]:
         body = []
         for t in m["terms"]:
-            ci = f"[{fmt(t['ci_low'])}, {fmt(t['ci_high'])}]" if t["ci_low"] is not None else "—"
-            est = fmt(t["estimate"], unit=m["unit"]) if t["estimable"] else "not estimable"
+            ci = interval(t["ci_low"], t["ci_high"], m["unit"])  # in the estimate's display unit
+            est = fmt(t["estimate"], t.get("stderr"), unit=m["unit"]) if t["estimable"] else "not estimable"
             body.append([t["term"], est, ci, _p(t["p_value"])])
         lines.append(table(["term (vs reference)", "estimate", "95% CI", "p"], body))
     if any(t["df"] > 1 for t in m.get("tests", [])):  # with two levels a term's joint test is its row's test

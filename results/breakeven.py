@@ -68,6 +68,12 @@ def step_cost(con: duckdb.DuckDBPyConnection, node_hashes: list[str]) -> dict[st
     found = {r["node_hash"]: r for r in rows(
         con, "SELECT node_hash, technique, status, wall_time_s, energy_j, energy_method FROM nodes "
              "WHERE list_contains(?, node_hash)", [node_hashes])}
+    return cost_of(node_hashes, found)
+
+
+def cost_of(node_hashes: list[str], found: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """:func:`step_cost` over node rows already read (``found``: hash -> row with status, wall_time_s, energy_j,
+    energy_method), for callers that read every node at once (the site)."""
     nodes = [found.get(h) for h in node_hashes]
     missing = [h for h, n in zip(node_hashes, nodes, strict=True)
                if n is None or n["status"] not in ("ok", "cached") or n["wall_time_s"] is None]

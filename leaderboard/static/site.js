@@ -154,6 +154,7 @@ function initOverview() {
         if (busy) notes.push(data.notes.load.replace("{load}", load === null || load === undefined
           ? "over 0.25" : Number(load.toPrecision(2)).toString()));
         if (notes.length) td.title = notes.join("; ");
+        addVsBase(td, p, h);
       });
       tbody.appendChild(tr);
     });
@@ -162,6 +163,20 @@ function initOverview() {
     more.style.display = shown.length > limit ? "" : "none";
   }
   render();
+}
+// the change vs the path's base (computed in leaderboard/analysis.py): a second line in the cell; a path with
+// steps whose base was not measured gets "—"; a base path itself nothing
+function addVsBase(td, p, h) {
+  if (!(p.techniques || []).length) return;
+  const ch = p[h.name + "_vs_base"];
+  if (!ch && (p[h.name] === null || p[h.name] === undefined)) return;
+  const span = document.createElement("span");
+  span.className = "vs-base";
+  span.textContent = ch ? ch.text : "vs base —";
+  span.title = ch ? ch.title : (p.base_path ? "vs base path " + p.base_path + ": not measured"
+                                            : "the base was not measured (no base path on this hardware)");
+  td.appendChild(document.createElement("br"));
+  td.appendChild(span);
 }
 function loadScript(src) {
   return new Promise((resolve, reject) => {

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "results"))
+sys.path.insert(0, str(Path(__file__).parent))
 from results_builders import latencies, outcomes, write_run  # noqa: E402
 
 from leaderboard.build import build_site  # noqa: E402
@@ -64,6 +65,7 @@ def test_site_in_chromium(driver, tmp_path):
     header.click()  # descending: best quality first
     values = [float(v.split(" ± ")[0]) for v in _column(driver, col)]
     assert values == sorted(values, reverse=True) and len(set(values)) == 5
+    assert all(v.endswith("\nvs base —") for v in _column(driver, col))  # no base path measured the source
     assert "sorted-desc" in header.get_attribute("class")
     Select(driver.find_element(By.ID, "f-hw")).select_by_visible_text("cpu-1t")
     Select(driver.find_element(By.ID, "f-tech")).select_by_visible_text("prune.magnitude")
@@ -125,8 +127,71 @@ def test_overview_shows_units_and_marks_failed_paths(driver, tmp_path):
     rows = {r.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in r.find_elements(By.TAG_NAME, "td")]
             for r in driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr")}
     col = {h.split(" (")[0]: i for i, h in enumerate(heads)}
-    assert rows["ok"][col["quality"]].endswith(" %") and " ± " in rows["ok"][col["quality"]]
+    value = rows["ok"][col["quality"]].splitlines()[0]  # the change vs base follows on its own line
+    assert value.endswith(" %") and " ± " in value, rows["ok"]
     assert rows["ok"][col["peak RSS"]] == "✗ failed: memory"  # its memory suite run failed
     assert all(c == "✗ failed: prune.wanda" for c in rows["bad"][3:]), rows["bad"]
+
+
+def _visible_svgs(driver, css: str) -> list[dict]:
+    """Bounding boxes of the SVGs matching ``css`` (as the browser laid them out)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => {const r = e.getBoundingClientRect();"
+        " return {w: r.width, h: r.height, marks: e.querySelectorAll('circle, rect, path').length}; });", css)
+
+
+def _not_blank(png: bytes) -> int:
+    """How many distinct colours a screenshot has (a blank page has one or two)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB").resize((200, 130))
+    return len(set(img.getdata()))
+
+
+def test_analysis_pages_in_chromium(driver, tmp_path):
+    """The effects page, the DAG page and a path page with trajectory, parity and break-even: loaded from file://,
+    no console error, every chart laid out with a non-zero size and marks, and the screenshots are not blank."""
+    from analysis_builders import write_all
+    from selenium.webdriver.common.by import By
+
+    db = tmp_path / "results.duckdb"
+    write_all(db)
+    site = build_site(db, tmp_path / "site")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.get((site / "index.html").as_uri())
+    cells = [td.text for td in driver.find_elements(By.CSS_SELECTOR, "#overview tbody td")]
+    assert any("Δ -5.0 ± 2.8 pts" in c for c in cells) and any("×1.25 ± " in c for c in cells)
+    vs = driver.find_elements(By.CSS_SELECTOR, "#overview .vs-base")
+    assert any("vs base path base" in (v.get_attribute("title") or "") for v in vs)
+    driver.find_element(By.ID, "effects-link").click()
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Effects of grid runs"
+    forests = _visible_svgs(driver, "svg.forest")
+    assert len(forests) >= 2 and all(f["w"] > 100 and f["h"] > 50 and f["marks"] >= 1 for f in forests), forests
+    dot = driver.find_element(By.CSS_SELECTOR, "svg.forest circle.est-dot").rect
+    assert dot["width"] > 0 and dot["height"] > 0
+    assert _not_blank(driver.get_screenshot_as_png()) > 8
+    driver.save_screenshot(str(ARTIFACTS / "leaderboard-effects.png"))
+    driver.get((site / "dag.html").as_uri())
+    dags = _visible_svgs(driver, "svg.dag")
+    assert len(dags) == 2 and all(d["w"] > 300 and d["h"] > 30 for d in dags), dags
+    node = driver.find_element(By.CSS_SELECTOR, 'section[data-run="r1"] a.dag-node[data-node="pr"]')
+    assert node.rect["width"] > 0 and node.rect["height"] > 0
+    assert _not_blank(driver.get_screenshot_as_png()) > 8
+    driver.save_screenshot(str(ARTIFACTS / "leaderboard-dag.png"))
+    driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))",
+                          node.find_element(By.CSS_SELECTOR, "rect"))
+    assert driver.current_url.endswith("/paths/p-fast.html")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "fast"
+    sparks = _visible_svgs(driver, ".multiples svg.spark")
+    assert all(s["w"] > 100 and s["h"] > 50 and s["marks"] >= 1 for s in sparks), sparks
+    assert max(s["marks"] for s in sparks) == 4  # three measured nodes and the line through them
+    for table in ("trajectory", "parity", "breakeven"):
+        assert driver.find_element(By.CSS_SELECTOR, f"table.{table}").rect["height"] > 20, table
+    assert "resolved" in driver.find_element(By.CSS_SELECTOR, "table.breakeven tr.be-time").text
+    driver.execute_script("document.getElementById('trajectory').scrollIntoView()")
+    assert _not_blank(driver.get_screenshot_as_png()) > 8
+    driver.save_screenshot(str(ARTIFACTS / "leaderboard-path-analyses.png"))
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors

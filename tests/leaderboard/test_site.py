@@ -296,3 +296,156 @@ def test_concurrent_builds_of_one_site_all_succeed_and_leave_it_whole(tmp_path: 
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == pages
     assert sorted(p.name for p in tmp_path.iterdir()) == [".site.lock", "results.duckdb", "results.duckdb.lock", "site"]
     assert out.stat().st_mode & 0o777 == 0o755
+
+
+# -- the analysis pages: effects, DAG, trajectories, parity, break-even, change vs base ----------------------------
+from analysis_builders import HOSTILE as H2  # noqa: E402
+from analysis_builders import PARITY, write_all, write_order_pair  # noqa: E402
+
+from results.effects import grid_effects  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def analysis_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("analysis")
+    write_all(tmp / "results.duckdb")
+    return build_site(tmp / "results.duckdb", tmp / "site")
+
+
+def _overview_rows(site: Path) -> dict[str, dict]:
+    raw = re.search(r'id="site-data">(.*?)</script>', (site / "index.html").read_text(), re.S)
+    assert raw
+    data = json.loads(raw.group(1))
+    return {r[data["keys"].index("path_name")]: dict(zip(data["keys"], r, strict=True)) for r in data["paths"]}
+
+
+def test_effects_page_shows_terms_intervals_and_a_forest_plot(analysis_site: Path):
+    index = (analysis_site / "index.html").read_text()
+    assert 'href="effects.html"' in index and 'href="dag.html"' in index
+    page = (analysis_site / "effects.html").read_text()
+    (group,) = grid_effects(analysis_site.parent / "results.duckdb", "grid1")["groups"]
+    quality = next(m for m in group["metrics"] if m["metric"] == "quality")
+    inter = next(t for t in quality["terms"] if t["term"] == "prune=prune.magnitude × recover=peft.lora")
+    section = page[page.index('data-metric="quality"'):]
+    section = section[:section.index("</table>")]
+    row = next(r for r in re.findall(r"<tr class=\"interaction\">.*?</tr>", section, re.S)
+               if "prune=prune.magnitude × recover=peft.lora" in r)
+    assert fmt(inter["estimate"], None, "fraction") in row and inter["estimate"] > 0.1  # LoRA recovers pruning
+    assert f"[{inter['ci_low']:.4g}, {inter['ci_high']:.4g}]" in row and "&lt;0.001" in row
+    assert f">{quality['n_obs']}<" in row
+    assert "cluster-robust" in section and "n = 2400 observations over 8 cells" in section
+    svg = section[section.index("<svg"):section.index("</svg>")]
+    assert svg.count('class="est-dot"') == 6 and svg.count('class="ci"') == 6  # 3 main effects, 3 interactions
+    assert 'class="zero"' in svg and "effect (fraction)" in svg
+    assert 'data-metric="decode_tps"' in page  # the value-only metric too (WLS)
+
+
+def test_effects_page_lists_missing_cells_and_order_effects(tmp_path: Path):
+    from test_effects import write_grid
+
+    db = tmp_path / "results.duckdb"
+    write_grid(db, n_items=100, skip=((True, True, False),), fail=((True, True, True),))
+    write_order_pair(db)
+    page = (build_site(db, tmp_path / "site") / "effects.html").read_text()
+    assert "prune=prune.magnitude, recover=peft.lora, quantize=none: no path in the run" in page
+    assert "not estimable: the present cells cannot separate it" in page
+    order = page[page.index('class="order-effects"'):]
+    order = order[:order.index("</table>")]
+    assert "prune.magnitude &gt; quant.int8" in order and "mcnemar-exact" in order and "&lt;0.001" in order
+
+
+def test_no_grid_no_effects_link(site: Path):
+    assert "effects.html" not in (site / "index.html").read_text()
+    assert "No grid run yet" in (site / "effects.html").read_text()
+
+
+def test_dag_draws_a_shared_node_once_with_an_edge_to_each_child(analysis_site: Path):
+    page = (analysis_site / "dag.html").read_text()
+    run = page[page.index('data-run="r1"'):]
+    run = run[:run.index("</section>")]
+    svg = run[run.index("<svg"):run.index("</svg>")]
+    assert svg.count('data-node="pr"') == 1 and svg.count('data-node="src"') == 1
+    assert svg.count('data-from="pr"') == 2 and 'data-to="q"' in svg and 'data-to="sft"' in svg
+    assert svg.count('data-from="src"') == 3  # pr, slow, the hostile step: one edge each, pr drawn once
+    assert re.search(r'<a class="dag-node" data-node="pr" data-paths="2" href="paths/p-fast.html">', svg)
+    assert ">prune.wanda</text>" in svg and ">builtin:tiny-llama</text>" in svg
+    assert '<a href="paths/p-fast.html">fast</a>, <a href="paths/p-pr-sft.html">pr-sft</a>' in run
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in svg
+
+
+def test_path_page_trajectory_parity_and_breakeven(analysis_site: Path):
+    page = (analysis_site / "paths" / "p-fast.html").read_text()
+    traj = page[page.index('<table class="trajectory">'):]
+    traj = traj[:traj.index("</table>")]
+    assert ">0: base</th>" in traj and ">1: prune.wanda</th>" in traj and ">2: quant.int8</th>" in traj
+    acc = next(r for r in traj.split("<tr>") if r.startswith("<td>quality/probe/acc</td>"))
+    cells = re.findall(r'<td class="num">([^<]*) \(100\)</td>', acc)  # fractions shown as % (results.units)
+    assert [c.split("±")[0].strip() for c in cells] == ["60.0", "50.0", "55.0"] and all(c.endswith("%") for c in cells)
+    energy = next(r for r in traj.split("<tr>") if "decode_j_per_token" in r)
+    assert energy.count("—") == 1  # not measured at the intermediate node
+    multiples = page[page.index('<div class="multiples">'):]
+    acc_svg = next(s for s in multiples.split("<svg")[1:] if "quality/probe/acc" in s.split("</title>")[0])
+    assert acc_svg.count("<circle") == 3 and acc_svg.count('class="ci"') == 3 and 'class="traj"' in acc_svg
+    parity = page[page.index('<table class="parity">'):]
+    parity = parity[:parity.index("</table>")]
+    assert all(m in parity for _, m, *_ in PARITY) and fmt(0.975, 0.0247, "fraction") in parity
+    be = page[page.index('<table class="breakeven">'):]
+    be = be[:be.index("</table>")]
+    time_row = be[be.index('class="be-time"'):be.index('class="be-energy')]
+    tokens = re.search(r'<td class="num tokens">([^<]*)</td>', time_row).group(1)  # 120 s / (1/20 - 1/25) s/token
+    assert float(tokens.split("±")[0]) == pytest.approx(12000, rel=0.01) and tokens.endswith(" tokens")
+    assert ">resolved" in time_row
+    assert "120 s" in time_row and "s/token" in time_row
+    energy_row = be[be.index('class="be-energy'):]
+    energy_tokens = re.search(r'<td class="num tokens">~([^<]*)</td>', energy_row).group(1)  # 240 J / 0.1 J/token
+    assert "be-energy est" in energy_row and float(energy_tokens.split("±")[0]) == pytest.approx(2400, rel=0.01)
+    assert "delta method" in page
+    slow = (analysis_site / "paths" / "p-slow.html").read_text()
+    assert '<table class="trajectory">' not in slow and '<table class="parity">' not in slow  # nothing in between
+    assert ">never" in slow[slow.index('<table class="breakeven">'):]
+    assert '<table class="breakeven">' not in (analysis_site / "paths" / "p-base.html").read_text()
+
+
+def test_overview_change_vs_base(analysis_site: Path):
+    rows = _overview_rows(analysis_site)
+    fast = rows["fast"]
+    assert fast["base_path"] == "base"
+    assert fast["quality_vs_base"]["text"] == "Δ -5.0 ± 2.8 pts"  # 0.55 vs 0.6, hypot(0.02, 0.02)
+    assert "vs base path base" in fast["quality_vs_base"]["title"] and "retention 91.7%" in fast["quality_vs_base"]["title"]
+    assert fast["decode_tps_vs_base"]["text"].startswith("×1.25 ± ")
+    assert fast["energy_per_token_vs_base"]["text"].startswith("~×0.8")  # an estimate stays marked
+    assert rows["base"]["base_path"] is None and rows["base"]["quality_vs_base"] is None
+    assert rows["slow"]["quality_vs_base"] is None  # slow's quality not measured
+    grid = rows["baseline"]  # the grid run's source was measured by no base path on its own...
+    assert grid["base_path"] == "base"  # ...but shares the source node `src` with run r1's base path
+    script = (analysis_site / "static" / "site.js").read_text()
+    assert "addVsBase" in script and '"vs base —"' in script
+    assert "\\u003cscript\\u003e" in (analysis_site / "index.html").read_text() and H2 == HOSTILE
+
+
+def test_change_vs_base_is_a_dash_without_a_base_path(site: Path):
+    rows = _overview_rows(site)
+    assert all(r["base_path"] is None and r["quality_vs_base"] is None for r in rows.values())
+
+
+def test_a_run_too_large_to_fit_during_a_build_is_named_not_fitted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from analysis_builders import write_lifecycle
+
+    from leaderboard import analysis
+
+    monkeypatch.setattr(analysis, "MAX_GRID_PATHS", 3)
+    write_lifecycle(tmp_path / "results.duckdb")
+    page = (build_site(tmp_path / "results.duckdb", tmp_path / "site") / "effects.html").read_text()
+    assert "Not analysed here: 5 paths, more than the 3" in page and "slm analyze effects --run r1" in page
+    assert "<svg" not in page
+
+
+def test_a_dag_too_large_to_draw_is_summarised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from analysis_builders import write_lifecycle
+
+    from leaderboard import build
+
+    monkeypatch.setattr(build, "MAX_DAG_NODES", 4)
+    write_lifecycle(tmp_path / "results.duckdb")
+    page = (build_site(tmp_path / "results.duckdb", tmp_path / "site") / "dag.html").read_text()
+    assert "6 nodes: too many to draw" in page and "<svg" not in page and "6 nodes, 5 paths, 2 nodes shared" in page
