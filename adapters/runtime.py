@@ -53,8 +53,10 @@ def _stream_handlers(streams: tuple[Any, ...]) -> list[logging.StreamHandler[Any
     """Every console handler of every logger (the root's included) that writes to one of ``streams``."""
     loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values()
                                       if isinstance(lg, logging.Logger))]
+    # a handler whose stream is a property (logging's lastResort: always the current sys.stderr) follows the swap
     return [h for lg in loggers for h in lg.handlers
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+            and not isinstance(getattr(type(h), "stream", None), property)
             and getattr(h, "stream", None) in streams]
 
 

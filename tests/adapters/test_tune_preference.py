@@ -144,7 +144,7 @@ def test_preference_jsonl_files_keep_their_fields(tmp_path):
             {"prompt": "Q", "completion": " no", "label": False}, {"text": "plain", "label": 3}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert read_records(path) == [{"prompt": "Q", "chosen": " yes", "rejected": " no"},
-                                  {"prompt": "Q", "completion": " no", "label": False}, "plain"]
+                                  {"prompt": "Q", "completion": " no", "label": False}, {"text": "plain", "label": 3}]
     assert record_text(rows[0]) == "Q yes"  # as a text, a pair is its prompt and chosen answer
 
 

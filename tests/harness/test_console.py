@@ -114,3 +114,21 @@ def test_eta_is_the_mean_time_of_finished_items_times_those_left(done, total, el
     stage = Stage("x", total, done=done, first_start=time.monotonic() - elapsed)
     got = stage.eta()
     assert (got is None) if eta is None else got == pytest.approx(eta, abs=0.5)
+
+
+def test_a_logger_holding_logging_last_resort_is_diverted_too(tmp_path):
+    """logging.lastResort's stream is a read-only property (the current sys.stderr): it follows the swap, and
+    diverting must not try to set it (an AttributeError once a library had attached it to a logger)."""
+    import logging
+
+    from adapters.runtime import library_output_to
+
+    logger = logging.getLogger("slm-test-last-resort")
+    logger.addHandler(logging.lastResort)
+    try:
+        with library_output_to(tmp_path / "run.log") as out:
+            logger.warning("library notice")
+            out.console.write("")
+    finally:
+        logger.removeHandler(logging.lastResort)
+    assert "library notice" in (tmp_path / "run.log").read_text()

@@ -152,7 +152,7 @@ def test_compare_prints_the_trajectory(db):
     assert out.returncode == 0, out.stderr
     assert "trajectory of fast" in out.stdout and "trajectory of slow" not in out.stdout
     lines = [line for line in out.stdout.splitlines() if line.startswith("quality/probe/acc")]
-    assert lines and "0.5±0.02 (n=100)" in lines[-1] and "1:prune.wanda" in out.stdout
-    assert "~0.4" in out.stdout  # the energy estimate is marked
+    assert lines and "50.0 ± 2.0 % (n=100)" in lines[-1] and "1:prune.wanda" in out.stdout
+    assert "~400.0 ± 1.0 mJ/token" in out.stdout  # the energy estimate (0.4 J/token) is marked
     plain = slm("compare", "slow", "fast", "--db", str(db), "--no-trajectory")
     assert plain.returncode == 0 and "trajectory of" not in plain.stdout
