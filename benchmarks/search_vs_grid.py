@@ -96,13 +96,13 @@ def _cell(v: Value | None) -> str:
     return f"{v.value:.4g}" + (f" ± {v.stderr:.2g}" if v.stderr is not None else "") + f" (n={v.n})"
 
 
-def report(spec_file: Path, db: Path) -> None:
+def report(spec_file: Path, db: Path, grid_name: str | None = None) -> None:
     spec = load_spec(spec_file)
     search = spec.search
     if search is None:
         sys.exit(f"{spec_file}: no search: field")
     with connect(db, read_only=True) as con:
-        grid_run, grid = latest_run_paths(con, f"{spec.name}-grid")
+        grid_run, grid = latest_run_paths(con, grid_name or f"{spec.name}-grid")
         search_run, searched = latest_run_paths(con, spec.name)
         names = {p["name"] for p in grid} | {p["name"] for p in searched}
         by_name = {p["name"]: p for p in grid + searched}
@@ -138,11 +138,13 @@ def main() -> None:
     ap.add_argument("--spec", type=Path, default=ROOT / "benchmarks" / "search.yaml", help="the search spec")
     ap.add_argument("--write-grid", type=Path, help="write the spec without search: (the whole grid) here and exit")
     ap.add_argument("--db", type=Path, default=Path(".slm-search/results.duckdb"), help="the results database")
+    ap.add_argument("--grid-name", help="the grid run's spec name (default: <search name>-grid; "
+                    "effects-grid for benchmarks/search.yaml run after benchmarks/effects_grid.yaml)")
     args = ap.parse_args()
     if args.write_grid:
         write_grid(args.spec, args.write_grid)
     else:
-        report(args.spec, args.db)
+        report(args.spec, args.db, args.grid_name)
 
 
 if __name__ == "__main__":
