@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -319,20 +320,26 @@ print("SLM-ONDEVICE " + json.dumps(child_train(args)))
 """
 
 
-def release_freed_memory() -> None:
-    """Hand the heap's free memory back to the kernel (glibc's ``malloc_trim``; nothing elsewhere). glibc keeps
-    freed blocks below its (growing) mmap threshold in the heap, so a process that frees hundreds of megabytes of
-    float weights keeps them resident: under a memory budget that is memory the training never gets."""
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` (None elsewhere), looked up once: ``find_library`` runs ``ldconfig`` each call."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
     except OSError:
-        pass
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free memory back to the kernel (glibc's ``malloc_trim``; nothing elsewhere). glibc keeps
+    freed blocks below its (growing) mmap threshold in the heap, so a process that frees hundreds of megabytes of
+    float weights keeps them resident: under a memory budget that is memory the training never gets."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def load_quantized_base(model_dir: str | Path) -> Any:
