@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from adapters.errors import SLMError, SpecError
+from harness import _fuzz
 from harness._fuzz import mutation_strategy
 from harness.spec import MAX_GRID_PATHS, load_spec, parse_spec
 
@@ -21,19 +22,24 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
-@pytest.mark.parametrize(("data", "fragment"), [
-    (b"name: caf\xe9\nbase: tiny-llama\npaths: [[]]\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
-    (b"\xff\xfen\x00a\x00", "not UTF-8 text"),
-    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested"),
-    (b"a: &x [*x]\nbase: tiny-llama\n", "recursive"),
-    (b"a: &a [1,1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
-     b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n",
-     "over 100000 values"),
-    (b"2020-01-01: x\nbase: tiny-llama\n", "a key must be a name, got date"),
-    (b'name: "\\ud800"\nbase: tiny-llama\npaths: [[]]\n', "lone surrogate"),
-    (b"name: x\nbase: tiny-llama\nseed: " + b"9" * 400 + b"\npaths: [[]]\n", "integer out of range"),
-    (b"name: x\n" + b"#" * (1 << 20) + b"\n", "over the limit of 1048576"),
-])
+#: the one-line message each of harness._fuzz's hostile files gets from the loader (by the file's label there)
+HOSTILE_MESSAGES = {
+    "non-UTF-8 byte": "not UTF-8 text (byte 0xe9 at offset 9)",
+    "UTF-16 bytes": "not UTF-8 text",
+    "deep nesting": "nested",
+    "recursive alias": "recursive",
+    "alias bomb": "over 100000 values",
+    "a date as a key": "a key must be a name, got date",
+    "lone surrogate": "lone surrogate",
+    "huge integer": "integer out of range",
+    "over 1 MiB": "over the limit of 1048576",
+}
+HOSTILE_FILES = {label: data for data, label in _fuzz.HOSTILE}
+
+
+@pytest.mark.parametrize(("data", "fragment"), [(HOSTILE_FILES[label], fragment)
+                                                 for label, fragment in HOSTILE_MESSAGES.items()],
+                         ids=list(HOSTILE_MESSAGES))
 def test_hostile_files_are_one_line(tmp_path: Path, data: bytes, fragment: str):
     spec = tmp_path / "spec.yaml"
     spec.write_bytes(data)
