@@ -15,6 +15,7 @@ from typing import Any
 from adapters.errors import SLMError
 from results.breakeven import cost_of, energy_per_token, resource, time_per_token
 from results.queries import rows
+from results.report import ratio
 from results.views import TRAJECTORIES_SELECT
 
 MAX_RUNS = 10  # the latest runs analysed for the effects and DAG pages
@@ -148,8 +149,7 @@ def _change(p: dict[str, Any], base: dict[str, Any], h: dict[str, Any]) -> dict[
     else:
         if b == 0:
             return None
-        r = v / b
-        se = None if se_v is None or se_b is None or v == 0 else abs(r) * math.hypot(se_v / v, se_b / b)
+        r, se = ratio(v, se_v, b, se_b)
         text = f"{tilde}×{r:.3g}" + (f" ± {se:.2g}" if se is not None else "")
         how = "ratio path / base" + (f" ({(r - 1) * 100:+.1f}%)" if unit == "bytes" else "")
     title = (f"vs base path {base['path_name']!s}: {how}; ± 1 stderr, both values taken as independent"
