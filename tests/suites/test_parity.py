@@ -106,7 +106,7 @@ def test_local_benchmark_items_are_seeded_subsamples(benchmarks_dir):
 
 
 def test_a_run_compares_the_onnx_leaf_with_the_deploy_input(tmp_path):
-    from tests.harness.run_helpers import rows, run
+    from run_helpers import rows, run  # tests/harness, on sys.path by pyproject's pytest `pythonpath`
 
     spec = """
     name: parity
