@@ -17,7 +17,7 @@ from typing import Any
 
 from results.queries import headline_metrics, paths_overview, rows
 from results.store import connect
-from results.units import sql_parts, sql_quantity
+from results.units import sql_parts_select
 from results.views import HEADLINES
 
 _KEY = ("suite", "task", "metric", "unit", "higher_is_better", "method", "is_estimate")
@@ -69,23 +69,19 @@ _POST = (
     + _esc(f"coalesce('{INVALID_NOTE}: ' || bound_reason, '{INVALID_NOTE}')") + " || '\">invalid bound</span>' END"
 )
 _SITE_ROWS = f"""
-CREATE TEMP TABLE site_rows AS
-SELECT path_id, kid, value, stderr, n, idx, {_PRE} AS pre, {_POST} AS post
-FROM site_metrics JOIN site_keys USING ({", ".join(_KEY)}) JOIN site_ids USING (path_id)
+CREATE TEMP TABLE site_rows AS SELECT * EXCLUDE (unit) FROM ({sql_parts_select(
+    f"SELECT path_id, kid, value, stderr, n, idx, unit, {_PRE} AS pre, {_POST} AS post FROM site_metrics "
+    f"JOIN site_keys USING ({', '.join(_KEY)}) JOIN site_ids USING (path_id)",
+    "value", "stderr", _esc("unit"))})
 """
 
 
-def _num(col: str) -> str:
-    """SQL formatting a number (no stderr) as :func:`results.report.fmt` does, in its display unit."""
-    return sql_quantity(col, "NULL::DOUBLE", _esc("unit"))
-
-
 # Built by DuckDB, not Python: half a million metric rows turned into Python objects cost seconds. Text
-# fields live in the small key table, escaped by Python (``head``/``tail``); rows carry numbers only. The value
-# and the stderr are shown in one display unit and rounded to the stderr (:func:`results.units.quantity`).
-_Q = sql_parts("value", "stderr", _esc("unit"))  # an unknown unit is shown as it is: escaped
-_ROW = (f"""head || pre || {_Q.value} || {_Q.unit} || post || '</td><td class="num">' || {_Q.stderr} || """
-        f"""CASE WHEN {_Q.stderr} = '—' THEN '' ELSE {_Q.unit} END || """
+# fields live in the small key table, escaped by Python (``head``/``tail``); rows carry numbers and their texts
+# (``value_text``, ``stderr_text``, ``unit_text``: one display unit, rounded to the stderr, as
+# :func:`results.units.quantity` does; an unknown unit is shown as it is, escaped).
+_ROW = ("""head || pre || value_text || unit_text || post || '</td><td class="num">' || stderr_text || """
+        """CASE WHEN stderr_text = '—' THEN '' ELSE unit_text END || """
         """'</td><td class="num">' || coalesce(n::VARCHAR, '—') || tail""")
 _QUERIES = {
     "metric_html": f"SELECT path_id, string_agg({_ROW}, '' ORDER BY kid) FROM site_rows JOIN site_keys USING (kid)"

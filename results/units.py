@@ -14,6 +14,7 @@ The same rules exist in SQL (:func:`sql_quantity`, for the site's metric tables 
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 
@@ -135,38 +136,75 @@ def _suffix(label: str) -> str:
     return f"' {label}'" if label else "''"
 
 
-def sql_parts(value: str, stderr: str, unit: str) -> Parts:
-    """SQL expressions for :func:`parts` of the columns ``value``/``stderr``/``unit`` (for DuckDB: the site formats
-    half a million metric rows without Python objects). The value text is ``—`` for a null or non-finite value,
-    the stderr text ``—`` without a stderr, and the unit text starts with a space unless empty."""
-    se = f"(CASE WHEN isfinite({stderr}) THEN abs({stderr}) END)"
-    mag = f"greatest(abs({value}), coalesce({se}, 0))"
+_REF = re.compile(r"\{(q_[a-z]+)\}")
+
+
+def _sql_stages(value: str, stderr: str, unit: str) -> tuple[list[tuple[str, str]], Parts]:
+    """The SQL of :func:`parts` as named intermediate columns, in order, each referring to earlier ones as
+    ``{q_name}``, and the three texts over them. :func:`sql_parts` inlines them; :func:`sql_parts_select`
+    computes each once per row (inlined, the display unit's CASE is repeated a dozen times per row)."""
     factor, label = [], []
     for name, scales in SCALES.items():
         unit_scale = scale_for(name, 0)
-        factor.append(f"WHEN {unit} = '{name}' AND {mag} = 0 THEN {unit_scale.factor!r}")
-        label.append(f"WHEN {unit} = '{name}' AND {mag} = 0 THEN {_suffix(unit_scale.label)}")
+        factor.append(f"WHEN {unit} = '{name}' AND {{q_mag}} = 0 THEN {unit_scale.factor!r}")
+        label.append(f"WHEN {unit} = '{name}' AND {{q_mag}} = 0 THEN {_suffix(unit_scale.label)}")
         for sc in reversed(scales):
-            cond = f"{unit} = '{name}' AND {mag} >= {sc.at!r}"
+            cond = f"{unit} = '{name}' AND {{q_mag}} >= {sc.at!r}"
             factor.append(f"WHEN {cond} THEN {sc.factor!r}")
             label.append(f"WHEN {cond} THEN {_suffix(sc.label)}")
-    f = f"(CASE {' '.join(factor)} ELSE 1.0 END)"
-    lab = f"(CASE {' '.join(label)} WHEN coalesce({unit}, '') = '' THEN '' ELSE ' ' || {unit} END)"
-    s = f"({se} / {f})"
-    exp = f"floor(log10({s}))"
-    lead = f"round({s} / pow(10, {exp} - 2))"
-    places = (f"(CASE WHEN {lead} >= 1000 THEN -({exp} + 1) + 1 WHEN {lead} >= 950 THEN -{exp} "
-              f"WHEN {lead} <= 354 THEN 1 - {exp} ELSE -{exp} END)::INTEGER")
-    v = f"({value} / {f})"
-    sig = f"printf('%.4g', {v} + 0.0)"
+    stages = [
+        ("q_se", f"CASE WHEN isfinite({stderr}) THEN abs({stderr}) END"),
+        ("q_mag", f"greatest(abs({value}), coalesce({{q_se}}, 0))"),
+        ("q_f", f"CASE {' '.join(factor)} ELSE 1.0 END"),
+        ("q_lab", f"CASE {' '.join(label)} WHEN coalesce({unit}, '') = '' THEN '' ELSE ' ' || {unit} END"),
+        ("q_s", "{q_se} / {q_f}"),
+        ("q_v", f"{value} / {{q_f}}"),
+        ("q_exp", "CASE WHEN {q_s} > 0 AND isfinite({q_s}) THEN floor(log10({q_s})) END"),  # rows that use it
+        ("q_lead", "round({q_s} / pow(10, {q_exp} - 2))"),
+        ("q_places", "(CASE WHEN {q_lead} >= 1000 THEN -({q_exp} + 1) + 1 WHEN {q_lead} >= 950 THEN -{q_exp} "
+                     "WHEN {q_lead} <= 354 THEN 1 - {q_exp} ELSE -{q_exp} END)::INTEGER"),
+    ]
 
     def fixed(x: str) -> str:
-        return f"printf('%.*f', greatest({places}, 0), round({x}, {places}) + 0.0)"
+        return f"printf('%.*f', greatest({{q_places}}, 0), round({x}, {{q_places}}) + 0.0)"
 
     missing = f"{value} IS NULL OR NOT isfinite({value})"
-    value_text = f"(CASE WHEN {missing} THEN '—' WHEN coalesce({se}, 0) = 0 THEN {sig} ELSE {fixed(v)} END)"
-    stderr_text = (f"(CASE WHEN {missing} OR {se} IS NULL THEN '—' WHEN {se} = 0 THEN '0' ELSE {fixed(s)} END)")
-    return Parts(value_text, stderr_text, f"(CASE WHEN {missing} THEN '' ELSE {lab} END)")
+    texts = Parts(
+        f"(CASE WHEN {missing} THEN '—' WHEN coalesce({{q_se}}, 0) = 0 THEN printf('%.4g', {{q_v}} + 0.0) "
+        f"ELSE {fixed('{q_v}')} END)",
+        f"(CASE WHEN {missing} OR {{q_se}} IS NULL THEN '—' WHEN {{q_se}} = 0 THEN '0' ELSE {fixed('{q_s}')} END)",
+        f"(CASE WHEN {missing} THEN '' ELSE {{q_lab}} END)")
+    return stages, texts
+
+
+def _resolve(expr: str, env: dict[str, str]) -> str:
+    return _REF.sub(lambda m: env[m.group(1)], expr)
+
+
+def sql_parts(value: str, stderr: str, unit: str) -> Parts:
+    """SQL expressions for :func:`parts` of the columns ``value``/``stderr``/``unit`` (for DuckDB). The value text
+    is ``—`` for a null or non-finite value, the stderr text ``—`` without a stderr, and the unit text starts
+    with a space unless empty. One self-contained expression each: for many rows, :func:`sql_parts_select`."""
+    stages, texts = _sql_stages(value, stderr, unit)
+    env: dict[str, str] = {}
+    for name, expr in stages:
+        env[name] = f"({_resolve(expr, env)})"
+    return Parts(*(_resolve(t, env) for t in texts))
+
+
+def sql_parts_select(source: str, value: str, stderr: str, unit: str) -> str:
+    """A query of every column of the query ``source`` plus ``value_text``, ``stderr_text`` and ``unit_text``
+    (:func:`sql_parts` of its columns), each intermediate computed once per row: the site formats half a
+    million metric rows this way, several times faster than with the inlined expressions."""
+    stages, texts = _sql_stages(value, stderr, unit)
+    env = {name: name for name, _ in stages}
+    query = source
+    for name, expr in stages:
+        query = f"SELECT *, {_resolve(expr, env)} AS {name} FROM ({query})"
+    names = ", ".join(env)
+    return (f"SELECT * EXCLUDE ({names}), {_resolve(texts.value, env)} AS value_text, "
+            f"{_resolve(texts.stderr or '', env)} AS stderr_text, {_resolve(texts.unit, env)} AS unit_text "
+            f"FROM ({query})")
 
 
 def sql_quantity(value: str, stderr: str, unit: str) -> str:

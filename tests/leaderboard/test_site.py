@@ -12,10 +12,11 @@ import pytest
 
 from adapters.errors import UsageError
 from leaderboard.build import build_site, safe_json
-from leaderboard.data import _num, page_name
+from leaderboard.data import page_name
 from leaderboard.pareto import Point, frontier
 from results.report import fmt, report_items
 from results.store import ResultStore
+from results.units import sql_quantity
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "results"))
 from results_builders import latencies, metric, outcomes, write_run  # noqa: E402
@@ -206,7 +207,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_site(tmp_path: Path):
                                         (-3.25, "ratio")])
 def test_sql_number_format_matches_python(value: float, unit: str):
     con = duckdb.connect()
-    got = con.execute(f"SELECT {_num('v')} FROM (SELECT ?::DOUBLE AS v, ?::VARCHAR AS unit)", [value, unit])
+    got = con.execute(f"SELECT {sql_quantity('v', 'NULL::DOUBLE', 'unit')} FROM (SELECT ?::DOUBLE AS v, ?::VARCHAR AS unit)", [value, unit])
     assert got.fetchone() == (fmt(value, unit=unit),)
 
 

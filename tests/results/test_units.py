@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from results.report import fmt, interval, overview_table, ratio
-from results.units import SCALES, decimals, quantity, sql_quantity
+from results.units import SCALES, decimals, parts, quantity, sql_parts_select, sql_quantity
 
 SITE_JS = Path(__file__).parents[2] / "leaderboard" / "static" / "site.js"
 
@@ -71,6 +71,25 @@ def test_sql_formats_as_python():
     got = dict(con.execute(f"SELECT i, {sql_quantity('v', 'se', 'unit')} FROM t").fetchall())
     for i, (v, se, unit) in enumerate(cases):
         assert got[i] == ("—" if v is None else quantity(v, se, unit)), (v, se, unit)
+
+
+def test_the_staged_sql_gives_the_parts_of_python():
+    """sql_parts_select (each intermediate once per row: the site's metric tables) gives parts() texts."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER, v DOUBLE, se DOUBLE, unit VARCHAR)")
+    cases = _cases()
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [(i, *c) for i, c in enumerate(cases)])
+    query = sql_parts_select("SELECT * FROM t", "v", "se", "unit")
+    got = {r[0]: r[1:] for r in con.execute(f"SELECT i, value_text, stderr_text, unit_text, v FROM ({query})").fetchall()}
+    assert len(got) == len(cases)
+    for i, (v, se, unit) in enumerate(cases):
+        value, stderr, unit_text, v_back = got[i]
+        assert v_back == v or v is None  # the source's columns pass through
+        if v is None:
+            assert (value, stderr, unit_text) == ("—", "—", "")
+            continue
+        p = parts(v, se, unit)
+        assert (value, stderr, unit_text) == (p.value, p.stderr or "—", f" {p.unit}" if p.unit else ""), (v, se, unit)
 
 
 @pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
