@@ -128,6 +128,24 @@ def test_llama_cpp_quantizes_to_the_type_asked(tiny_handle, f32, tmp_path):
     assert 1e-4 < drift < 0.5  # quantized: changed, not broken
 
 
+def test_the_parity_suite_compares_the_gguf_with_torch(tiny_handle, f32, tmp_path):
+    """The parity suite on llama.cpp: F32 agrees with torch to float noise; Q4_0 moves the log-likelihoods."""
+    from suites.base import SUITES, SuiteContext
+
+    def parity(handle):
+        ctx = SuiteContext(profile="quick", options={"n": 12, "prompts": 4, "new_tokens": 8}, reference=tiny_handle)
+        result = SUITES.get("parity")().run(handle, ctx)
+        return {(m.task, m.name): m.value for m in result.metrics}, result.settings
+
+    same, settings = parity(f32[0])
+    assert settings["backend"] == "llama.cpp" and "skipped" not in settings
+    q4, _ = parity(deploy(tiny_handle, tmp_path / "q4", quant="Q4_0")[0])
+    for task in ("slm_world_facts", "slm_arithmetic"):
+        assert 0 <= same[(task, "max_abs_delta_ll")] < 1e-3 and same[(task, "choice_agreement")] == 1.0
+        assert q4[(task, "max_abs_delta_ll")] > 10 * max(same[(task, "max_abs_delta_ll")], 1e-5)
+    assert same[("greedy", "identical_tokens")] == 1.0 and same[("greedy", "matching_prefix")] == 1.0
+
+
 def _plan(steps):
     from harness.plan import make_plan
     from harness.spec import parse_spec
