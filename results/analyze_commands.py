@@ -58,7 +58,7 @@ def _metric_text(m: dict[str, Any]) -> str:
     if m["terms"]:
         body = []
         for t in m["terms"]:
-            ci = interval(t["ci_low"], t["ci_high"], m["unit"])  # in the estimate's display unit
+            ci = interval(t["ci_low"], t["ci_high"], m["unit"], t.get("stderr"))  # rounded as the estimate
             est = fmt(t["estimate"], t.get("stderr"), unit=m["unit"]) if t["estimable"] else "not estimable"
             body.append([t["term"], est, ci, _p(t["p_value"])])
         lines.append(table(["term (vs reference)", "estimate", "95% CI", "p"], body))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from results.units import quantity, scale_for
+from results.units import decimals, fixed, quantity, scale_for
 from results.views import HEADLINES
 
 
@@ -25,12 +25,18 @@ def fmt(value: Any, stderr: Any = None, unit: str | None = None) -> str:
     return quantity(float(value), se, unit)
 
 
-def interval(low: Any, high: Any, unit: str | None = None) -> str:
-    """``[low, high]`` both in one display unit (chosen from the larger end), four significant digits."""
+def interval(low: Any, high: Any, unit: str | None = None, stderr: float | None = None) -> str:
+    """``[low, high]`` both in one display unit (chosen from the larger end): rounded to the decimal place of
+    ``stderr`` (the estimate's, as :func:`results.units.quantity` rounds it) when one is given, else to four
+    significant digits."""
     if low is None or high is None:
         return "—"
     scale = scale_for(unit, max(abs(low), abs(high)))
-    text = f"[{low / scale.factor + 0.0:.4g}, {high / scale.factor + 0.0:.4g}]"
+    if stderr is not None and math.isfinite(stderr) and stderr > 0:
+        places = decimals(stderr / scale.factor)
+        text = f"[{fixed(low / scale.factor, places)}, {fixed(high / scale.factor, places)}]"
+    else:
+        text = f"[{low / scale.factor + 0.0:.4g}, {high / scale.factor + 0.0:.4g}]"
     return f"{text} {scale.label}" if scale.label else text
 
 

@@ -93,7 +93,8 @@ def _round(v: float, places: int) -> float:
     return r + 0.0  # no "-0.0"
 
 
-def _fixed(v: float, places: int) -> str:
+def fixed(v: float, places: int) -> str:
+    """``v`` rounded half away from zero to ``places`` decimals (tens, hundreds ... when negative), as text."""
     return f"{_round(v, places):.{max(places, 0)}f}"
 
 
@@ -121,7 +122,7 @@ def parts(value: float, stderr: float | None = None, unit: str | None = None) ->
         return Parts(_sig(v), "0", scale.label)
     s = abs(se) / scale.factor
     places = decimals(s)
-    return Parts(_fixed(v, places), _fixed(s, places), scale.label)
+    return Parts(fixed(v, places), fixed(s, places), scale.label)
 
 
 def quantity(value: float, stderr: float | None = None, unit: str | None = None) -> str:
@@ -165,14 +166,14 @@ def _sql_stages(value: str, stderr: str, unit: str) -> tuple[list[tuple[str, str
                      "WHEN {q_lead} <= 354 THEN 1 - {q_exp} ELSE -{q_exp} END)::INTEGER"),
     ]
 
-    def fixed(x: str) -> str:
+    def sql_fixed(x: str) -> str:
         return f"printf('%.*f', greatest({{q_places}}, 0), round({x}, {{q_places}}) + 0.0)"
 
     missing = f"{value} IS NULL OR NOT isfinite({value})"
     texts = Parts(
         f"(CASE WHEN {missing} THEN '—' WHEN coalesce({{q_se}}, 0) = 0 THEN printf('%.4g', {{q_v}} + 0.0) "
-        f"ELSE {fixed('{q_v}')} END)",
-        f"(CASE WHEN {missing} OR {{q_se}} IS NULL THEN '—' WHEN {{q_se}} = 0 THEN '0' ELSE {fixed('{q_s}')} END)",
+        f"ELSE {sql_fixed('{q_v}')} END)",
+        f"(CASE WHEN {missing} OR {{q_se}} IS NULL THEN '—' WHEN {{q_se}} = 0 THEN '0' ELSE {sql_fixed('{q_s}')} END)",
         f"(CASE WHEN {missing} THEN '' ELSE {{q_lab}} END)")
     return stages, texts
 

@@ -50,6 +50,9 @@ def test_fmt_keeps_plain_integers_and_missing_values():
     assert fmt(None) == "—" and fmt(float("nan"), 1.0, "s") == "—"
     assert fmt(12288) == "12288" and fmt(4_500_000) == "4.5e+06" and fmt("text") == "text"
     assert interval(-0.0021, 0.0134, "s") == "[-2.1, 13.4] ms"
+    assert interval(-0.0021, 0.0134, "s", stderr=0.0039) == "[-2, 13] ms"  # stderr 3.9 ms: one digit, no decimal
+    assert interval(0.01234, 0.05678, "fraction", stderr=0.01) == "[1.2, 5.7] %"  # stderr 1.0 %: one decimal
+    assert interval(-0.0012, 0.0513, "fraction", stderr=0.00123) == "[-0.12, 5.13] %"
 
 
 def _cases() -> list[tuple[float | None, float | None, str | None]]:
