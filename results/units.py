@@ -190,7 +190,7 @@ def sql_parts(value: str, stderr: str, unit: str) -> Parts:
     env: dict[str, str] = {}
     for name, expr in stages:
         env[name] = f"({_resolve(expr, env)})"
-    return Parts(*(_resolve(t, env) for t in texts))
+    return Parts(*(_resolve(t or "", env) for t in texts))
 
 
 def sql_parts_select(source: str, value: str, stderr: str, unit: str) -> str:
