@@ -114,12 +114,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {mapped}", err=True)
         sys.exit(mapped.exit_code)
-    except Exception as exc:  # click usage errors
+    except Exception as exc:  # click's usage errors: typer 0.29 raises its vendored click's (typer.TyperException)
         import click
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, click.ClickException | typer.TyperException) and hasattr(exc, "show"):
             exc.show()
-            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+            usage = any(c.__name__ == "UsageError" for c in type(exc).__mro__)
+            sys.exit(2 if usage else int(getattr(exc, "exit_code", 1)))
         raise
 
 

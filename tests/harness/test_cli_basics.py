@@ -19,6 +19,12 @@ def test_unknown_model_one_line_with_close_match():
     assert len(lines) == 1 and "did you mean 'tiny-llama'" in lines[0]
 
 
+def test_unknown_command_and_option_are_usage_errors_without_traceback():
+    for args, message in ((("site",), "No such command 'site'"), (("results", "--bogus"), "No such option: --bogus")):
+        out = slm(*args)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+
+
 def test_executor_options_are_checked_in_one_line(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nbase: tiny-llama\nsuites: {}\npaths: [[]]\n")
