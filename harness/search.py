@@ -490,10 +490,12 @@ class Search:
         keys = [r.run_key for r in self.space.plan.suite_runs if r.node == path.leaf]
         stored = sorted({f"{r['suite']}/{r['task']}/{r['metric']}"
                          for r in node_metrics(self.session.summary.db_path, keys)})
+        from results.views import HEADLINES
+
         raise UsageError(f"{self.spec.file}: {fld}: {name!r} matches no metric the suites stored for path "
                          f"{path.name!r} (stored: {', '.join(stored[:12]) or 'none'}"
-                         f"{', ...' if len(stored) > 12 else ''}; or a headline: quality, trust, decode_tps, "
-                         f"ttft_s, peak_rss, energy_per_token)")
+                         f"{', ...' if len(stored) > 12 else ''}; or a headline: "
+                         f"{', '.join(h.name for h in HEADLINES)})")
 
 
 def _record(t: Any) -> TrialRecord | None:

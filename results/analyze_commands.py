@@ -9,13 +9,13 @@ import typer
 
 from results.commands import DbOpt, WorkspaceOpt, _db
 from results.report import compare_table, fmt, interval, table
+from results.views import HEADLINES
 
 analyze_app = typer.Typer(help="Analyses of a run: effects of a grid's stages, order effects.", no_args_is_help=True)
 
 RunOpt = Annotated[str | None, typer.Option("--run", help="run id or prefix (default: the latest run)")]
 MetricOpt = Annotated[list[str] | None, typer.Option("--metric", help="headline metric (repeatable; default: all): "
-                                                    "quality, trust, decode_tps, ttft_s, peak_rss, energy_per_token, or "
-                                                    "suite/task/metric")]
+                                                    f"{', '.join(h.name for h in HEADLINES)}, or suite/task/metric")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the analysis as JSON")]
 
 

@@ -61,6 +61,7 @@ class Headline:
 
 HEADLINES: tuple[Headline, ...] = (
     Headline("quality", "quality (mean acc)", "quality", ("acc", "exact_match%"), "%", "fraction", True),
+    Headline("lm_bpb", "language modelling (bits/byte)", "quality", ("bits_per_byte",), "%", "bits/byte", False),
     Headline("trust", "trust (mean retention)", "trust", ("retention_%",), "%", "ratio", True),
     Headline("decode_tps", "decode tokens/s (batch 1)", "latency", ("decode_tokens_per_s",), "p%b1", "tokens/s",
              True),

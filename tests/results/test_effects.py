@@ -53,8 +53,10 @@ class Run:
                                             source="builtin:tiny-llama", status="ok"))
 
     def path(self, steps: list[dict[str, Any]], tasks: dict[str, list[bool]] | None = None,
-             tps: tuple[float, float] | None = None, raw: list[float] | None = None) -> None:
-        """A path with per-item outcomes per quality task, a decode tokens/s value±stderr and raw ITLs."""
+             tps: tuple[float, float] | None = None, raw: list[float] | None = None,
+             bpb: float | None = None) -> None:
+        """A path with per-item outcomes per quality task, a decode tokens/s value±stderr, raw ITLs and a
+        WikiText bits per byte (no stderr, as lm-eval reports a corpus perplexity)."""
         name = _name(steps)
         leaf = f"n-{name}"
         self.store.record_node(self.run_id, dict(node_hash=leaf, kind="model", technique=steps[-1]["technique"]
@@ -62,9 +64,12 @@ class Run:
         self.store.record_path(self.run_id, dict(path_id=f"p-{name}", name=name, base="builtin:tiny-llama",
                                                  hardware_profile="cpu-1t", leaf_hash=leaf, chain=["src", leaf],
                                                  steps=steps, spec_snippet=""))
-        if tasks:
+        if tasks or bpb is not None:
             metrics, samples = [], []
-            for task, correct in tasks.items():
+            if bpb is not None:
+                metrics.append(metric("quality", "wikitext", "bits_per_byte", bpb, None, 3, "bits/byte", False,
+                                      "lm-eval"))
+            for task, correct in (tasks or {}).items():
                 acc = sum(correct) / len(correct)
                 metrics.append(metric("quality", task, "acc", acc, (acc * (1 - acc) / len(correct)) ** 0.5,
                                       len(correct), "fraction", True, "lm-eval"))
@@ -151,6 +156,24 @@ def test_value_only_metric_uses_wls_with_residual_df(tmp_path: Path):
     (itl,) = grid_effects(db, metrics=["latency/p16b1/itl_s"])["groups"][0]["metrics"]  # one metric by its key
     assert itl["keys"] == ["latency/p16b1/itl_s"] and itl["unit"] == "s" and itl["higher_is_better"] is False
     assert _terms(itl)["quantize=quant.int8"]["estimate"] < 0  # faster decoding: shorter inter-token latency
+
+
+def test_language_modelling_headline_shows_recovery_as_an_interaction(tmp_path: Path):
+    """The ``lm_bpb`` headline (WikiText bits per byte, lower is better) is analysed by default: pruning adds bits,
+    LoRA after pruning takes most of them back (a negative prune x recover interaction), from cell values."""
+    db = tmp_path / "r.duckdb"
+    run = Run(db, "grid1", SPEC)
+    rng = random.Random(3)
+    for p, r, q in _cells():
+        bpb = 0.94 + 1.0 * p + 0.0 * r + 0.3 * q - 0.5 * (p and r) + rng.gauss(0, 0.01)
+        run.path(_steps((p, r, q)), bpb=bpb)
+    run.finish()
+    (group,) = grid_effects(db)["groups"]
+    (lm,) = [m for m in group["metrics"] if m["metric"] == "lm_bpb"]
+    assert lm["higher_is_better"] is False and lm["unit"] == "bits/byte" and "OLS on cell values" in lm["method"]
+    terms = _terms(lm)
+    assert terms[PR]["estimate"] == pytest.approx(-0.5, abs=0.05) and terms[PR]["ci_high"] < 0
+    assert terms["prune=prune.magnitude"]["estimate"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_value_only_metric_without_replicates_gives_no_interval(tmp_path: Path):
