@@ -14,7 +14,7 @@ from adapters.errors import UsageError
 from leaderboard.build import build_site, safe_json
 from leaderboard.data import page_name
 from leaderboard.pareto import Point, frontier
-from results.report import fmt, report_items
+from results.report import fmt, interval, report_items
 from results.store import ResultStore
 from results.units import sql_quantity
 
@@ -331,8 +331,9 @@ def test_effects_page_shows_terms_intervals_and_a_forest_plot(analysis_site: Pat
     section = section[:section.index("</table>")]
     row = next(r for r in re.findall(r"<tr class=\"interaction\">.*?</tr>", section, re.S)
                if "prune=prune.magnitude × recover=peft.lora" in r)
-    assert fmt(inter["estimate"], None, "fraction") in row and inter["estimate"] > 0.1  # LoRA recovers pruning
-    assert f"[{inter['ci_low']:.4g}, {inter['ci_high']:.4g}]" in row and "&lt;0.001" in row
+    # estimate ± stderr and the interval in one display unit, rounded to the stderr's place (as the CLI prints them)
+    assert fmt(inter["estimate"], inter["stderr"], "fraction") in row and inter["estimate"] > 0.1  # LoRA recovers
+    assert interval(inter["ci_low"], inter["ci_high"], "fraction", inter["stderr"]) in row and "&lt;0.001" in row
     assert f">{quality['n_obs']}<" in row
     assert "cluster-robust" in section and "n = 2400 observations over 8 cells" in section
     svg = section[section.index("<svg"):section.index("</svg>")]
