@@ -32,8 +32,6 @@ def latest_runs(con: Any, limit: int = MAX_RUNS) -> list[dict[str, Any]]:
 def effects(db: str | Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per run (newest first) with a grid or order pairs: ``{"run", "grid": grid_effects(..), "order":
     order_effects(..)}``; a run whose analysis fails says why in ``error`` instead."""
-    from results.effects import grid_effects, order_effects
-
     out = []
     for run in runs:
         if run.get("n_paths", 0) > MAX_GRID_PATHS:
@@ -41,6 +39,9 @@ def effects(db: str | Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"{run['n_paths']} paths, more than the {MAX_GRID_PATHS} a site build analyses: run "
                 f"`slm analyze effects --run {run['run_id']}` and `slm analyze order --run {run['run_id']}`")})
             continue
+        # statsmodels takes ~1 s to import: only when a run is small enough to analyse
+        from results.effects import grid_effects, order_effects
+
         try:
             grid = grid_effects(db, run["run_id"])
             order = order_effects(db, run["run_id"])

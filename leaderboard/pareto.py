@@ -76,10 +76,39 @@ def dominates(q: Point, p: Point, x_higher_is_better: bool = False) -> bool:
 
 def resolved_frontier(points: list[Point], x_higher_is_better: bool = False) -> list[int]:
     """Indices of the points that no other point dominates beyond the noise (:func:`dominates`), in order of x:
-    the point-estimate frontier plus the points that cannot be separated from it."""
-    keep = [i for i, p in enumerate(points)
-            if not any(dominates(q, p, x_higher_is_better) for j, q in enumerate(points) if j != i)]
+    the point-estimate frontier plus the points that cannot be separated from it.
+
+    In O(n log n) instead of testing every pair: with ``u`` the cost signed so that lower is better, ``q``
+    dominates ``p`` exactly when (a) ``u_q <= u_p`` and ``q``'s 95% interval of quality lies above ``p``'s, or
+    (b) ``y_q >= y_p`` and ``q``'s 95% interval of cost lies below ``p``'s (each clear separation implies the
+    weak inequality on its own axis). So a point is dominated when the best lower quality bound among the points
+    of no greater cost beats its upper one, or the best upper cost bound among the points of no lower quality
+    beats its lower one: two sorted prefix scans. A point never passes its own test (errors are >= 0)."""
+    sx = -1.0 if x_higher_is_better else 1.0
+    u = [sx * p.x for p in points]
+    xe = [Z95 * (p.x_err or 0.0) for p in points]
+    ye = [Z95 * (p.y_err or 0.0) for p in points]
+    y_low = _prefix_best(u, [p.y - e for p, e in zip(points, ye, strict=True)], max)
+    u_high = _prefix_best([-p.y for p in points], [a + e for a, e in zip(u, xe, strict=True)], min)
+    keep = [i for i, p in enumerate(points) if not (y_low[i] > p.y + ye[i] or u_high[i] < u[i] - xe[i])]
     return sorted(keep, key=lambda i: points[i].x)
+
+
+def _prefix_best(keys: list[float], values: list[float], pick: Callable[[float, float], float]) -> list[float]:
+    """Per index i: ``pick`` over the values of every index j with ``keys[j] <= keys[i]`` (ties included)."""
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    out = [0.0] * len(keys)
+    start, best = 0, None
+    while start < len(order):
+        end = start
+        while end < len(order) and keys[order[end]] == keys[order[start]]:
+            end += 1
+        for j in order[start:end]:
+            best = values[j] if best is None else pick(best, values[j])
+        for j in order[start:end]:
+            out[j] = best  # type: ignore[assignment]
+        start = end
+    return out
 
 
 def unresolved_reason(p: Point, x_must_be_positive: bool = True) -> str | None:

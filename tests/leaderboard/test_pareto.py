@@ -3,6 +3,7 @@ uncertainty, and unresolved numbers left out with a note."""
 
 from __future__ import annotations
 
+import random
 import re
 import xml.etree.ElementTree as ET
 
@@ -72,6 +73,26 @@ def test_frontier_does_not_claim_dominance_within_the_noise():
     # the same points with tiny errors: b dominates a, no ring
     sharp = [Point(p.x, p.y, p.label, "", 0.01, 0.001) for p in pts]
     assert resolved_frontier(sharp) == frontier(sharp) == [1]
+
+
+@pytest.mark.parametrize("x_higher_is_better", [False, True])
+def test_resolved_frontier_equals_the_pairwise_definition(x_higher_is_better: bool):
+    """The sorted-scan frontier keeps exactly the points no other point dominates (:func:`dominates`, pair by
+    pair), on random clouds with tied values, zero and missing errors."""
+    rng = random.Random(5)
+    for trial in range(300):
+        n = rng.randint(1, 40)
+        grid = rng.choice([None, 4, 10])  # coarse values make ties on x, on y, and equal points
+
+        def v(grid: int | None = grid) -> float:
+            return rng.randint(0, grid) / grid if grid else rng.random()
+
+        pts = [Point(v(), v(), str(i), "", rng.choice([None, 0.0, rng.random() * 0.1]),
+                     rng.choice([None, 0.0, rng.random() * 0.1])) for i in range(n)]
+        pairwise = sorted((i for i, p in enumerate(pts)
+                           if not any(dominates(q, p, x_higher_is_better) for j, q in enumerate(pts) if j != i)),
+                          key=lambda i: pts[i].x)
+        assert resolved_frontier(pts, x_higher_is_better) == pairwise, trial
 
 
 def test_an_unresolved_estimate_is_left_out_with_a_note():
