@@ -36,28 +36,37 @@ def breakeven_table(found: list[dict[str, Any]]) -> str:
     """One row per path: cost, saving per token and tokens to break even, for time and for energy."""
     from results.report import fmt, table
 
-    headers = ["path", "hardware", "steps", "time cost", "Δ s/token", "tokens (time)", "energy cost", "Δ J/token",
-               "tokens (energy)"]
+    headers = ["path", "hardware", "steps", "time cost", "Δ time/token", "tokens (time) [95%]", "energy cost",
+               "Δ energy/token", "tokens (energy) [95%]"]
     body = []
     for row in found:
         cells = [row["path_name"], row["hardware_profile"], " > ".join(str(s) for s in row["steps"])]
         for res, unit in (("time", "s"), ("energy", "J")):
             r = row[res]
             mark = "~" if r["estimate"] else ""
-            cells += [mark + fmt(r["cost"], None, unit) if r["cost"] is not None else "—",
-                      mark + fmt(r.get("saving_per_token"), r.get("saving_stderr")), _tokens(r)]
+            saving = r.get("saving_per_token")
+            # seconds per token in ms/µs (units.py scales "s"), energy per token in its own mJ/token scale
+            per_token = (fmt(saving, r.get("saving_stderr"), "s") + "/token" if unit == "s" and saving is not None
+                         else fmt(saving, r.get("saving_stderr"), "J/token"))
+            cells += [mark + fmt(r["cost"], None, unit) if r["cost"] is not None else "—", mark + per_token,
+                      _tokens(r)]
         body.append(cells)
     return table(headers, body)
 
 
 def _tokens(r: dict[str, Any]) -> str:
-    from results.report import fmt
+    from results.report import fmt, interval
 
     if r["status"] in ("never", "unknown"):
         return f"{r['status']} ({r['reason']})" if r["status"] == "unknown" else "never"
-    low, high = r.get("tokens_ci_low"), r.get("tokens_ci_high")
-    interval = f" [{fmt(low)}, {fmt(high) if high is not None else '∞'}]" if low is not None else ""
-    text = ("~" if r["estimate"] else "") + fmt(r["tokens"], r.get("tokens_stderr")) + interval
+    low, high, se = r.get("tokens_ci_low"), r.get("tokens_ci_high"), r.get("tokens_stderr")
+    if low is None:
+        ci = ""
+    elif high is None:  # the saving's interval reaches 0: no upper bound
+        ci = " " + interval(low, low, None, se).split(",")[0] + ", ∞]"
+    else:
+        ci = " " + interval(low, high, None, se)  # rounded to the stderr's place, as the estimate
+    text = ("~" if r["estimate"] else "") + fmt(r["tokens"], se) + ci
     return text if r["status"] == "resolved" else f"not resolved: {text}"
 
 

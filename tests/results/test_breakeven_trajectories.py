@@ -120,6 +120,21 @@ def test_tokens_to_break_even_edges():
     assert point["tokens"] == 20.0 and point["tokens_stderr"] is None and "point estimate" in point["reason"]
 
 
+def test_breakeven_table_reads_in_display_units():
+    from results.breakeven_commands import breakeven_table
+
+    def res(cost: float, saving: float, se: float, estimate: bool) -> dict:
+        return {"cost": cost, "saving_per_token": saving, "saving_stderr": se, "estimate": estimate,
+                **tokens_to_break_even(cost, saving, se)}
+
+    row = {"path_name": "q8", "hardware_profile": "cpu-1t", "steps": ["deploy.llamacpp"],
+           "time": res(3.219, 0.0521, 0.0017, False), "energy": res(42.87, 0.172, 0.1, True)}
+    text = breakeven_table([row])
+    assert "52.1 ± 1.7 ms/token" in text and "61.8 ± 2.0 [58.1, 66.0]" in text  # interval at the stderr's place
+    assert "~170 ± 100 mJ/token" in text  # the energy saving per token in mJ, marked as an estimate
+    assert "not resolved: ~250 ± 140 [120, ∞]" in text  # its interval reaches 0: no upper bound
+
+
 def test_analyze_breakeven_cli(db):
     out = slm("analyze", "breakeven", "--db", str(db), "--json")
     assert out.returncode == 0, out.stderr
