@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 import typer
@@ -60,12 +61,8 @@ def _tokens(r: dict[str, Any]) -> str:
     if r["status"] in ("never", "unknown"):
         return f"{r['status']} ({r['reason']})" if r["status"] == "unknown" else "never"
     low, high, se = r.get("tokens_ci_low"), r.get("tokens_ci_high"), r.get("tokens_stderr")
-    if low is None:
-        ci = ""
-    elif high is None:  # the saving's interval reaches 0: no upper bound
-        ci = " " + interval(low, low, None, se).split(",")[0] + ", ∞]"
-    else:
-        ci = " " + interval(low, high, None, se)  # rounded to the stderr's place, as the estimate
+    # rounded to the stderr's place, as the estimate; no upper bound (∞) where the saving's interval reaches 0
+    ci = "" if low is None else " " + interval(low, math.inf if high is None else high, None, se)
     text = ("~" if r["estimate"] else "") + fmt(r["tokens"], se) + ci
     return text if r["status"] == "resolved" else f"not resolved: {text}"
 

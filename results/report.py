@@ -28,15 +28,20 @@ def fmt(value: Any, stderr: Any = None, unit: str | None = None) -> str:
 def interval(low: Any, high: Any, unit: str | None = None, stderr: float | None = None) -> str:
     """``[low, high]`` both in one display unit (chosen from the larger end): rounded to the decimal place of
     ``stderr`` (the estimate's, as :func:`results.units.quantity` rounds it) when one is given, else to four
-    significant digits."""
+    significant digits. An infinite ``high`` (an interval open above) prints as ``∞``."""
     if low is None or high is None:
         return "—"
-    scale = scale_for(unit, max(abs(low), abs(high)))
-    if stderr is not None and math.isfinite(stderr) and stderr > 0:
-        places = decimals(stderr / scale.factor)
-        text = f"[{fixed(low / scale.factor, places)}, {fixed(high / scale.factor, places)}]"
-    else:
-        text = f"[{low / scale.factor + 0.0:.4g}, {high / scale.factor + 0.0:.4g}]"
+    open_high = math.isinf(high) and high > 0
+    scale = scale_for(unit, abs(low) if open_high else max(abs(low), abs(high)))
+    rounded = stderr is not None and math.isfinite(stderr) and stderr > 0
+    places = decimals(stderr / scale.factor) if stderr is not None and rounded else 0
+
+    def one(v: float) -> str:
+        if math.isinf(v) and v > 0:
+            return "∞"
+        return fixed(v / scale.factor, places) if rounded else f"{v / scale.factor + 0.0:.4g}"
+
+    text = f"[{one(low)}, {one(high)}]"
     return f"{text} {scale.label}" if scale.label else text
 
 
