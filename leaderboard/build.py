@@ -27,6 +27,7 @@ from leaderboard import analysis, charts
 from leaderboard.data import LOAD_NOTE, UPPER_NOTE, SiteData, load, page_name
 from leaderboard.pages import Lineage
 from leaderboard.pareto import Point, svg
+from results.breakeven import tokens_interval
 from results.report import fmt, interval
 from results.store import connect
 from results.units import SCALES
@@ -81,7 +82,7 @@ def _render(db: str | Path, data: SiteData, out: Path) -> None:
     # a path next to this file, not PackageLoader: setuptools' strict editable installs (as tox makes them)
     # expose no package directory for non-Python folders
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    env.filters.update(fmt=fmt, pval=_pval, ci=charts.fmt_ci, interval=interval)
+    env.filters.update(fmt=fmt, pval=_pval, ci=charts.fmt_ci, interval=interval, tokens_interval=tokens_interval)
     extra = _analyses(db, data)
     common = {"suites": [(s, page_name(s)) for s in data.suites], "has_paths": bool(data.paths),
               "has_effects": bool(extra["effects"]), "has_dag": bool(extra["dags"])}

@@ -160,5 +160,16 @@ def tokens_to_break_even(cost: float, saving: float, se: float | None, resolved:
     return {**out, "status": "resolved", "reason": None}
 
 
+def tokens_interval(r: dict[str, Any], unit: str | None = None) -> str:
+    """The 95% interval of a resource's tokens to break even, rounded to its stderr's place; ``∞`` above where the
+    saving's interval reaches 0 (no upper bound); ``—`` without one."""
+    from results.report import interval
+
+    low, high = r.get("tokens_ci_low"), r.get("tokens_ci_high")
+    if r.get("tokens") is None or low is None:
+        return "—"
+    return interval(low, math.inf if high is None else high, unit, r.get("tokens_stderr"))
+
+
 def _batch1(task: str) -> bool:
     return task.startswith("p") and task.endswith("b1") and task[1:-2].isdigit()

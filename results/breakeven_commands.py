@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any
 
 import typer
@@ -42,28 +41,23 @@ def breakeven_table(found: list[dict[str, Any]]) -> str:
     body = []
     for row in found:
         cells = [row["path_name"], row["hardware_profile"], " > ".join(str(s) for s in row["steps"])]
-        for res, unit in (("time", "s"), ("energy", "J")):
+        for res in ("time", "energy"):
             r = row[res]
             mark = "~" if r["estimate"] else ""
-            saving = r.get("saving_per_token")
-            # seconds per token in ms/µs (units.py scales "s"), energy per token in its own mJ/token scale
-            per_token = (fmt(saving, r.get("saving_stderr"), "s") + "/token" if unit == "s" and saving is not None
-                         else fmt(saving, r.get("saving_stderr"), "J/token"))
-            cells += [mark + fmt(r["cost"], None, unit) if r["cost"] is not None else "—", mark + per_token,
-                      _tokens(r)]
+            cells += [mark + fmt(r["cost"], None, r["cost_unit"]) if r["cost"] is not None else "—",
+                      mark + fmt(r.get("saving_per_token"), r.get("saving_stderr"), r["per_token_unit"]), _tokens(r)]
         body.append(cells)
     return table(headers, body)
 
 
 def _tokens(r: dict[str, Any]) -> str:
-    from results.report import fmt, interval
+    from results.breakeven import tokens_interval
+    from results.report import fmt
 
     if r["status"] in ("never", "unknown"):
         return f"{r['status']} ({r['reason']})" if r["status"] == "unknown" else "never"
-    low, high, se = r.get("tokens_ci_low"), r.get("tokens_ci_high"), r.get("tokens_stderr")
-    # rounded to the stderr's place, as the estimate; no upper bound (∞) where the saving's interval reaches 0
-    ci = "" if low is None else " " + interval(low, math.inf if high is None else high, None, se)
-    text = ("~" if r["estimate"] else "") + fmt(r["tokens"], se) + ci
+    ci = "" if r.get("tokens_ci_low") is None else " " + tokens_interval(r)
+    text = ("~" if r["estimate"] else "") + fmt(r["tokens"], r.get("tokens_stderr")) + ci
     return text if r["status"] == "resolved" else f"not resolved: {text}"
 
 

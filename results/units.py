@@ -38,9 +38,10 @@ _BINARY = (Scale(0, 1, "B"), Scale(10 * 2**10, 2**10, "KiB"), Scale(10 * 2**20, 
 _PERCENT = (Scale(0, 0.01, "%"),)
 
 #: stored unit -> its display units, ascending. Units not listed are shown as stored, unscaled.
+_SECONDS = (Scale(0, 1e-9, "ns"), Scale(1e-6, 1e-6, "µs"), Scale(1e-3, 1e-3, "ms"), Scale(1, 1, "s"))
 SCALES: dict[str, tuple[Scale, ...]] = {
-    "s": (Scale(0, 1e-9, "ns"), Scale(1e-6, 1e-6, "µs"), Scale(1e-3, 1e-3, "ms"), Scale(1, 1, "s"),
-          Scale(600, 60, "min"), Scale(36000, 3600, "h")),
+    "s": (*_SECONDS, Scale(600, 60, "min"), Scale(36000, 3600, "h")),
+    "s/token": tuple(Scale(s.at, s.factor, f"{s.label}/token") for s in _SECONDS),
     "bytes": _BINARY,
     "byte": _BINARY,
     "bytes/s": tuple(Scale(s.at, s.factor, f"{s.label}/s") for s in _BINARY),

@@ -398,6 +398,8 @@ def test_path_page_trajectory_parity_and_breakeven(analysis_site: Path):
     assert float(tokens.split("±")[0]) == pytest.approx(12000, rel=0.01) and tokens.endswith(" tokens")
     assert ">resolved" in time_row
     assert "120 s" in time_row and "s/token" in time_row
+    assert "50.00 ± 0.35 ms/token" in time_row  # the base's 1/20 s per token, in the display unit of slm analyze
+    assert re.search(r"\[1\d{4}, 1\d{4}\] tokens", time_row), time_row  # its interval rounded as slm analyze's
     energy_row = be[be.index('class="be-energy'):]
     energy_tokens = re.search(r'<td class="num tokens">~([^<]*)</td>', energy_row).group(1)  # 240 J / 0.1 J/token
     assert "be-energy est" in energy_row and float(energy_tokens.split("±")[0]) == pytest.approx(2400, rel=0.01)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from results_builders import metric, slm
 
-from results.breakeven import Z95, breakeven, tokens_to_break_even
+from results.breakeven import Z95, breakeven, tokens_interval, tokens_to_break_even
 from results.compare import compared_trajectories
 from results.store import ResultStore, connect
 from results.trajectories import trajectories
@@ -123,16 +123,25 @@ def test_tokens_to_break_even_edges():
 def test_breakeven_table_reads_in_display_units():
     from results.breakeven_commands import breakeven_table
 
-    def res(cost: float, saving: float, se: float, estimate: bool) -> dict:
-        return {"cost": cost, "saving_per_token": saving, "saving_stderr": se, "estimate": estimate,
-                **tokens_to_break_even(cost, saving, se)}
+    def res(cost: float, saving: float, se: float, estimate: bool, unit: str) -> dict:
+        return {"cost": cost, "cost_unit": unit, "per_token_unit": f"{unit}/token", "saving_per_token": saving,
+                "saving_stderr": se, "estimate": estimate, **tokens_to_break_even(cost, saving, se)}
 
     row = {"path_name": "q8", "hardware_profile": "cpu-1t", "steps": ["deploy.llamacpp"],
-           "time": res(3.219, 0.0521, 0.0017, False), "energy": res(42.87, 0.172, 0.1, True)}
+           "time": res(3.219, 0.0521, 0.0017, False, "s"), "energy": res(42.87, 0.172, 0.1, True, "J")}
     text = breakeven_table([row])
     assert "52.1 ± 1.7 ms/token" in text and "61.8 ± 2.0 [58.1, 66.0]" in text  # interval at the stderr's place
     assert "~170 ± 100 mJ/token" in text  # the energy saving per token in mJ, marked as an estimate
     assert "not resolved: ~250 ± 140 [120, ∞]" in text  # its interval reaches 0: no upper bound
+
+
+def test_tokens_interval_is_open_above_where_the_saving_may_be_zero():
+    """The site's page and `slm analyze breakeven` print the interval through this one function."""
+    closed = tokens_to_break_even(3.219, 0.0521, 0.0017)
+    assert tokens_interval(closed, "tokens") == "[58.1, 66.0] tokens"
+    open_above = tokens_to_break_even(42.87, 0.172, 0.1)
+    assert open_above["tokens_ci_high"] is None and tokens_interval(open_above) == "[120, ∞]"
+    assert tokens_interval(tokens_to_break_even(10.0, -1.0, 0.1)) == "—"  # never: no tokens, no interval
 
 
 def test_analyze_breakeven_cli(db):
